@@ -1,0 +1,42 @@
+"""Static ingest pipeline (CPU part): source path → checks → gtfs-kit → checks → index bytes.
+
+Runs in a worker thread or process; pure apart from reading the local file it is given.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from feeds.build import build_index
+from feeds.codec import encode_index
+from feeds.errors import Problem, StaticFeedRejected
+from feeds.gtfs_reader import read_gtfs
+from feeds.schedule import ScheduleIndex
+from feeds.validate import check_feed, check_source
+
+
+@dataclass(frozen=True)
+class StaticBuild:
+    index: ScheduleIndex
+    blob: bytes
+
+
+def build_static(path: Path, feed_id: str, version: str) -> StaticBuild:
+    """Validate and index a GTFS zip or directory. Raises StaticFeedRejected with coded problems."""
+    problems = check_source(path)
+    if problems:
+        raise StaticFeedRejected(problems)
+    try:
+        feed = read_gtfs(path)
+    except UnicodeDecodeError as exc:
+        raise StaticFeedRejected([Problem("bad_encoding", f"not UTF-8: {exc}")]) from exc
+    except Exception as exc:  # noqa: BLE001 - gtfs-kit/pandas raise many types on bad CSV
+        raise StaticFeedRejected(
+            [Problem("malformed_csv", f"{type(exc).__name__}: {str(exc).strip()[:300]}")]
+        ) from exc
+    problems = check_feed(feed)
+    if problems:
+        raise StaticFeedRejected(problems)
+    index = build_index(feed, feed_id, version)
+    return StaticBuild(index=index, blob=encode_index(index))
