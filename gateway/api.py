@@ -1,0 +1,215 @@
+"""HTTP handlers of the /v1 API and the ops endpoints."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from aiohttp import web
+
+from feeds.board import scheduled_departures
+from feeds.gtfs_time import iso_local, local_date_ordinal, service_day_origin
+from feeds.schedule import ScheduleIndex
+from feeds.stops_search import StopSearch
+from gateway import params, render
+from gateway.catalog import LoadedFeed
+from gateway.errors import BadRequest, NotFound
+from gateway.state import CATALOG, CLOCK, SEARCH_CACHE, SETTINGS, STORE, json_response
+
+
+def _feed(request: web.Request) -> LoadedFeed:
+    return request.app[CATALOG].get(request.match_info["feed"])
+
+
+def _stop(index: ScheduleIndex, stop_id: str) -> int:
+    i = index.stops.index_of.get(stop_id)
+    if i is None:
+        raise NotFound(f"no stop {stop_id!r} in feed {index.feed_id!r}", code="stop_not_found")
+    return i
+
+
+def feed_summary(feed: LoadedFeed) -> dict[str, Any]:
+    static = feed.status.get("static") or {}
+    return {
+        "id": feed.config.id,
+        "agency": static.get("agency"),
+        "timezone": static.get("timezone"),
+        "static": {
+            "version": static.get("version"),
+            "loaded_at": static.get("loaded_at"),
+            "last_fetch": static.get("last_fetch"),
+            "service_from": static.get("service_from"),
+            "service_to": static.get("service_to"),
+            "counts": static.get("counts"),
+            "last_error": static.get("last_error"),
+        },
+        "realtime": {
+            "trip_updates": feed.config.trip_updates is not None,
+            "vehicle_positions": feed.config.vehicle_positions is not None,
+            "alerts": feed.config.alerts is not None,
+            "age_s": None,
+        },
+        "ready": feed.index is not None,
+    }
+
+
+async def list_feeds(request: web.Request) -> web.Response:
+    feeds = request.app[CATALOG].feeds
+    return json_response({"feeds": [feed_summary(feeds[k]) for k in sorted(feeds)]})
+
+
+async def get_feed(request: web.Request) -> web.Response:
+    return json_response(feed_summary(_feed(request)))
+
+
+async def search_stops(request: web.Request) -> web.Response:
+    index = _feed(request).ready_index()
+    q = request.query
+    settings = request.app[SETTINGS]
+    text = params.get_str(q, "q")
+    near = params.get_latlon(q, "near")
+    radius = params.get_float(q, "radius", 1.0, 100_000.0)
+    limit = params.get_int(q, "limit", settings.default_limit, 1, settings.max_limit)
+    if text is None and near is None:
+        raise BadRequest("give q (name) and/or near=lat,lon", code="bad_parameter",
+                         details={"parameter": "q"})
+    if radius is not None and near is None:
+        raise BadRequest("radius needs near=lat,lon", details={"parameter": "radius"})
+    if near is not None and radius is None:
+        radius = 1000.0
+    cache = request.app[SEARCH_CACHE]
+    search = cache.get(index.version)
+    if search is None:
+        search = StopSearch(index.stops)
+        cache.clear()
+        cache[index.version] = search
+    found = search.search(text, near, radius, limit)
+    return json_response(
+        {"stops": [render.stop(index, i, d) for i, d in found]}
+    )
+
+
+async def departures(request: web.Request) -> web.Response:
+    feed = _feed(request)
+    index = feed.ready_index()
+    stop_i = _stop(index, request.match_info["stop"])
+    q = request.query
+    settings = request.app[SETTINGS]
+    now = request.app[CLOCK].now()
+    start = int(params.get_instant(q, "time", now))
+    window = params.get_int(q, "window", settings.default_window_min, 1, settings.max_window_min)
+    limit = params.get_int(q, "limit", settings.default_limit, 1, settings.max_limit)
+    route_id = params.get_str(q, "route")
+    params.get_bool(q, "include_cancelled", False)  # validated; cancellations come with realtime
+    route = None
+    if route_id is not None:
+        route = index.routes.index_of.get(route_id)
+        if route is None:
+            raise NotFound(f"no route {route_id!r} in feed {index.feed_id!r}",
+                           code="route_not_found")
+    found = scheduled_departures(index, stop_i, start, window * 60, route)[:limit]
+    return json_response({
+        "feed": index.feed_id,
+        "stop": render.stop(index, stop_i, full=False),
+        "time": iso_local(start, index.timezone),
+        "window": window,
+        "departures": [render.departure(index, d) for d in found],
+        "realtime_age_s": None,
+    })
+
+
+async def trip(request: web.Request) -> web.Response:
+    index = _feed(request).ready_index()
+    trip_id = request.match_info["trip"]
+    t = index.trips.index_of.get(trip_id)
+    if t is None:
+        raise NotFound(f"no trip {trip_id!r} in feed {index.feed_id!r}", code="trip_not_found")
+    date = params.get_date(request.query, "date")
+    service = int(index.trips.service[t])
+    if date is None:
+        date = _default_trip_date(index, service, request.app[CLOCK].now())
+    runs = False
+    if date is not None and service >= 0:
+        running = index.calendar.services_on(date.toordinal())
+        runs = bool(running is not None and running[service])
+    st = index.stop_times
+    lo, hi = int(st.offsets[t]), int(st.offsets[t + 1])
+    origin = service_day_origin(date.toordinal(), index.timezone) if date else None
+    tz = index.timezone
+
+    def at(secs: int) -> str | None:
+        return None if origin is None or secs < 0 else iso_local(origin + secs, tz)
+
+    route = int(index.trips.route[t])
+    direction = int(index.trips.direction[t])
+    freq = [
+        {"start": int(index.frequencies.start[f]), "end": int(index.frequencies.end[f]),
+         "headway_s": int(index.frequencies.headway[f]),
+         "exact_times": int(index.frequencies.exact_times[f])}
+        for f in range(len(index.frequencies.trip)) if int(index.frequencies.trip[f]) == t
+    ]
+    return json_response({
+        "feed": index.feed_id,
+        "trip": {
+            "trip_id": trip_id,
+            "route_id": index.routes.ids[route] if route >= 0 else None,
+            "route_short_name": index.routes.short_names[route] if route >= 0 else None,
+            "headsign": index.trips.headsign[t],
+            "direction_id": direction if direction >= 0 else None,
+            "service_id": index.service_ids[service] if service >= 0 else None,
+            "service_date": date.isoformat() if date else None,
+            "runs_on_date": runs,
+            "frequencies": freq,
+        },
+        "stop_times": [
+            {
+                "stop_id": index.stops.ids[int(st.stop[r])],
+                "stop_name": index.stops.names[int(st.stop[r])],
+                "stop_sequence": int(st.sequence[r]),
+                "platform": index.stops.platform[int(st.stop[r])],
+                "headsign": render.headsign(index, t, r),
+                "arrival": at(int(st.arrival[r])),
+                "departure": at(int(st.departure[r])),
+                "pickup_type": int(st.pickup[r]),
+                "drop_off_type": int(st.drop_off[r]),
+                "expected_arrival": None,
+                "expected_departure": None,
+                "delay_s": None,
+                "status": "scheduled",
+            }
+            for r in range(lo, hi)
+        ],
+        "realtime_age_s": None,
+    })
+
+
+def _default_trip_date(index: ScheduleIndex, service: int, now: float) -> dt.date | None:
+    """The trip's latest service date up to today (local), else its first one."""
+    if service < 0:
+        return None
+    dates = index.calendar.dates_of(service)
+    if not dates:
+        return None
+    today = local_date_ordinal(now, index.timezone)
+    past = [d for d in dates if d.toordinal() <= today]
+    return past[-1] if past else dates[0]
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    catalog = request.app[CATALOG]
+    try:
+        await request.app[STORE].ping()
+        store_ok = True
+    except Exception:  # noqa: BLE001 - any failure means not ready
+        store_ok = False
+    feeds_ok = catalog.loaded_once and all(f.index is not None for f in catalog.feeds.values())
+    ok = store_ok and feeds_ok
+    return json_response(
+        {"status": "ready" if ok else "not_ready", "store": store_ok,
+         "feeds": {k: f.index is not None for k, f in catalog.feeds.items()}},
+        status=200 if ok else 503,
+    )

@@ -1,0 +1,86 @@
+"""API errors: a small typed tree, mapped to HTTP status + stable code in one middleware.
+
+    ApiError
+    ├── BadRequest          400  bad_parameter, invalid_json, invalid_feed_config, ...
+    ├── Unauthorized        401  missing_api_key, invalid_api_key, revoked_api_key, expired_api_key
+    ├── Forbidden           403  forbidden
+    ├── NotFound            404  feed_not_found, stop_not_found, trip_not_found, not_found
+    ├── Conflict            409  feed_exists
+    ├── PayloadTooLarge     413  payload_too_large
+    ├── Unprocessable       422  static_feed_rejected (carries the feed's coded problems)
+    ├── RateLimited         429  rate_limited, quota_exceeded
+    ├── StoreUnavailable    503  store_unavailable
+    └── FeedNotReady        503  feed_not_ready
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ApiError(Exception):
+    status = 500
+    code = "internal_error"
+
+    def __init__(self, message: str, code: str | None = None,
+                 details: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        self.details = details or {}
+
+    def body(self) -> dict[str, Any]:
+        error: dict[str, Any] = {"code": self.code, "message": self.message}
+        error.update(self.details)
+        return {"error": error}
+
+
+class BadRequest(ApiError):
+    status = 400
+    code = "bad_parameter"
+
+
+class Unauthorized(ApiError):
+    status = 401
+    code = "invalid_api_key"
+
+
+class Forbidden(ApiError):
+    status = 403
+    code = "forbidden"
+
+
+class NotFound(ApiError):
+    status = 404
+    code = "not_found"
+
+
+class Conflict(ApiError):
+    status = 409
+    code = "conflict"
+
+
+class PayloadTooLarge(ApiError):
+    status = 413
+    code = "payload_too_large"
+
+
+class Unprocessable(ApiError):
+    status = 422
+    code = "unprocessable"
+
+
+class RateLimited(ApiError):
+    status = 429
+    code = "rate_limited"
+
+
+class StoreUnavailable(ApiError):
+    status = 503
+    code = "store_unavailable"
+
+
+class FeedNotReady(ApiError):
+    status = 503
+    code = "feed_not_ready"

@@ -1,0 +1,67 @@
+"""JSON shapes of the API (plain dicts handed to orjson)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from feeds.board import ScheduledDeparture
+from feeds.gtfs_time import iso_local
+from feeds.schedule import ScheduleIndex
+
+
+def _num(value: float) -> float | None:
+    return None if value != value else round(float(value), 6)
+
+
+def stop(index: ScheduleIndex, i: int, distance_m: float | None = None,
+         full: bool = True) -> dict[str, Any]:
+    stops = index.stops
+    out: dict[str, Any] = {
+        "id": stops.ids[i],
+        "name": stops.names[i],
+        "lat": _num(stops.lat[i]),
+        "lon": _num(stops.lon[i]),
+    }
+    if full:
+        parent = int(stops.parent[i])
+        out.update(
+            location_type=int(stops.location_type[i]),
+            parent_station=stops.ids[parent] if parent >= 0 else None,
+            platform=stops.platform[i],
+        )
+        if distance_m is not None:
+            out["distance_m"] = round(distance_m, 1)
+    return out
+
+
+def headsign(index: ScheduleIndex, trip: int, row: int) -> str | None:
+    h = int(index.stop_times.headsign[row])
+    if h >= 0:
+        return index.headsigns[h]
+    return index.trips.headsign[trip]
+
+
+def departure(index: ScheduleIndex, d: ScheduledDeparture) -> dict[str, Any]:
+    trips, st = index.trips, index.stop_times
+    route = int(trips.route[d.trip])
+    stop_i = int(st.stop[d.row])
+    direction = int(trips.direction[d.trip])
+    return {
+        "trip_id": trips.ids[d.trip],
+        "route_id": index.routes.ids[route] if route >= 0 else None,
+        "route_short_name": index.routes.short_names[route] if route >= 0 else None,
+        "headsign": headsign(index, d.trip, d.row),
+        "direction_id": direction if direction >= 0 else None,
+        "stop_id": index.stops.ids[stop_i],
+        "stop_sequence": int(st.sequence[d.row]),
+        "platform": index.stops.platform[stop_i],
+        "service_date": dt.date.fromordinal(d.service_date).isoformat(),
+        "scheduled": iso_local(d.instant, index.timezone),
+        "expected": None,
+        "delay_s": None,
+        "realtime": False,
+        "status": "scheduled",
+        "vehicle_id": None,
+        "alerts": [],
+    }

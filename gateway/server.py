@@ -1,0 +1,145 @@
+"""Running the gateway: ``serve`` (one process or a pre-forked group) and ``demo``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import multiprocessing
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from aiohttp import web
+
+from gateway.app import build_app
+from gateway.clock import Clock, ShiftedClock, clock_from_setting, parse_instant
+from gateway.embedded import EmbeddedValkey
+from gateway.feed_config import FeedConfig
+from gateway.key_service import create_key
+from gateway.settings import Settings
+from gateway.state import CATALOG, CLOCK, FEEDS, STORE
+from gateway.store import Store
+
+log = logging.getLogger(__name__)
+Setup = Callable[[web.Application], Awaitable[None]]
+
+SAMPLE_FEED = Path(__file__).parent / "sample" / "caltrain-2023.zip"
+DEMO_CLOCK = "2023-11-07T17:05:00-08:00"  # during the recorded Caltrain realtime capture
+
+
+def _use_uvloop() -> None:
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        uvloop.install()
+
+
+async def _make_app(settings: Settings, clock: Clock, setup: Setup | None = None,
+                    embedded: EmbeddedValkey | None = None) -> web.Application:
+    if settings.redis_url is None and embedded is None:
+        embedded = EmbeddedValkey(settings.data_dir)
+    url = settings.redis_url or embedded.ensure_running()  # type: ignore[union-attr]
+    store = await Store.connect(url)
+    app = build_app(settings, store, clock)
+
+    async def close(app: web.Application) -> None:
+        await store.close()
+        if embedded is not None:
+            embedded.stop()
+
+    app.on_cleanup.append(close)
+    if setup is not None:
+        app.on_startup.append(setup)
+    return app
+
+
+def _run(settings: Settings, clock: Clock, setup: Setup | None = None,
+         reuse_port: bool = False, embedded: EmbeddedValkey | None = None) -> None:
+    _use_uvloop()
+    web.run_app(
+        _make_app(settings, clock, setup, embedded),
+        host=settings.host,
+        port=settings.port,
+        access_log=None,
+        reuse_port=reuse_port or None,
+        shutdown_timeout=10.0,
+        print=lambda msg: log.info("%s", msg.strip()),
+    )
+
+
+def _worker(settings: Settings) -> None:
+    logging.basicConfig(level=settings.log_level,
+                        format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s")
+    _run(settings, clock_from_setting(settings.clock), reuse_port=True)
+
+
+def serve(settings: Settings) -> int:
+    clock = clock_from_setting(settings.clock)
+    if settings.workers <= 1:
+        _run(settings, clock)
+        return 0
+    # Pre-fork: the parent owns the embedded store (if any); each worker binds the same port
+    # with SO_REUSEPORT and the kernel spreads connections over them.
+    embedded = None
+    if settings.redis_url is None:
+        embedded = EmbeddedValkey(settings.data_dir)
+        settings = dataclasses.replace(settings, redis_url=embedded.ensure_running())
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_worker, args=(settings,), name=f"worker-{i}")
+             for i in range(settings.workers)]
+    for p in procs:
+        p.start()
+
+    def stop(signum: int, frame: object) -> None:
+        for p in procs:
+            if p.is_alive() and p.pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    import os
+
+                    os.kill(p.pid, signal.SIGINT)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    for p in procs:
+        p.join()
+    if embedded is not None:
+        embedded.stop()
+    return 0
+
+
+def demo(settings: Settings) -> int:
+    """Embedded store, the bundled Caltrain sample, the clock at the recording, a demo key."""
+    if settings.redis_url is None:
+        settings = dataclasses.replace(settings, data_dir=settings.data_dir / "demo")
+    clock = ShiftedClock(parse_instant(settings.clock or DEMO_CLOCK))
+    base = f"http://{settings.host}:{settings.port}"
+
+    async def setup(app: web.Application) -> None:
+        config = FeedConfig(id="caltrain", static=str(SAMPLE_FEED))
+        await app[FEEDS].add(config, replace=True)
+        key, _ = await create_key(app[STORE], app[CLOCK], kind="developer",
+                                  email="demo@localhost", name="demo", tier="gold")
+        await app[CATALOG].refresh()
+        lines = [
+            "",
+            "transit-gateway demo is running (offline; clock set to the recorded feed).",
+            f"  demo key: {key}",
+            "",
+            "Try:",
+            f"  curl -H 'X-API-Key: {key}' {base}/v1/feeds/caltrain",
+            f"  curl -H 'X-API-Key: {key}' '{base}/v1/feeds/caltrain/stops?q=palo+alto'",
+            f"  curl -H 'X-API-Key: {key}' "
+            f"{base}/v1/feeds/caltrain/stops/palo_alto/departures",
+            "",
+        ]
+        sys.stdout.write("\n".join(lines) + "\n")
+        sys.stdout.flush()
+
+    _run(settings, clock, setup)
+    return 0
+
+
+__all__ = ["demo", "serve", "asyncio"]

@@ -1,0 +1,179 @@
+"""The store adapter: every Redis/Valkey key the gateway uses is named here and nowhere else.
+
+Layout (all under ``tg:``):
+
+    tg:feeds                          HASH  feed id -> feed config (JSON)
+    tg:feed:<id>:version              STR   the static version being served
+    tg:feed:<id>:static:<version>     STR   that version's schedule index (feeds.codec blob)
+    tg:feed:<id>:status               STR   static ingest health (JSON)
+    tg:events                         PUBSUB "feed <id> <version>" on every switch or removal
+    tg:{key:<key_id>}                 HASH  API key record (hash tag: one slot per key, so the
+                                            rate-limit counters can live beside it on a Cluster)
+    tg:keys                           SET   all key ids, for listing
+
+Feed ids are restricted (``FEED_ID_RE``) so they can never form a hash tag or a wildcard.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import RedisError
+
+from gateway.errors import StoreUnavailable
+
+log = logging.getLogger(__name__)
+
+FEED_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+EVENTS_CHANNEL = "tg:events"
+OLD_VERSION_TTL_S = 600  # a replaced index lingers so a process mid-load can finish
+
+
+def _feed(feed_id: str, suffix: str) -> str:
+    return f"tg:feed:{feed_id}:{suffix}"
+
+
+def key_record_key(key_id: str) -> str:
+    return f"tg:{{key:{key_id}}}"
+
+
+class Store:
+    """Async access to the store. Methods raise StoreUnavailable when the store cannot answer."""
+
+    def __init__(self, client: Any, url: str, cluster: bool = False) -> None:
+        self.client = client
+        self.url = url
+        self.cluster = cluster
+
+    @classmethod
+    async def connect(cls, url: str) -> Store:
+        client: Any = aioredis.Redis.from_url(
+            url, socket_timeout=5.0, socket_connect_timeout=2.0, health_check_interval=30
+        )
+        cluster = False
+        try:
+            info = await client.info("cluster")
+            cluster = bool(info.get("cluster_enabled"))
+        except RedisError as exc:
+            await client.aclose()
+            raise StoreUnavailable(f"cannot reach the store at {url}: {exc}") from exc
+        if cluster:
+            await client.aclose()
+            client = RedisCluster.from_url(url, socket_timeout=5.0)
+        return cls(client, url, cluster)
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+    async def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await getattr(self.client, method)(*args, **kwargs)
+        except RedisError as exc:
+            raise StoreUnavailable(f"store error: {exc}") from exc
+
+    async def ping(self) -> bool:
+        return bool(await self._call("ping"))
+
+    # --- feeds -----------------------------------------------------------------------------
+    async def feed_configs(self) -> dict[str, dict[str, Any]]:
+        raw = await self._call("hgetall", "tg:feeds")
+        return {k.decode(): orjson.loads(v) for k, v in raw.items()}
+
+    async def feed_config(self, feed_id: str) -> dict[str, Any] | None:
+        raw = await self._call("hget", "tg:feeds", feed_id)
+        return None if raw is None else dict(orjson.loads(raw))
+
+    async def put_feed_config(self, feed_id: str, config: dict[str, Any]) -> None:
+        await self._call("hset", "tg:feeds", feed_id, orjson.dumps(config))
+
+    async def remove_feed(self, feed_id: str) -> bool:
+        existed = bool(await self._call("hdel", "tg:feeds", feed_id))
+        keys = [k async for k in self._scan(_feed(feed_id, "*"))]
+        for key in keys:
+            await self._call("delete", key)
+        await self.publish_event(f"feed {feed_id} -")
+        return existed
+
+    async def _scan(self, pattern: str) -> AsyncIterator[bytes]:
+        try:
+            async for key in self.client.scan_iter(match=pattern, count=500):
+                yield key
+        except RedisError as exc:
+            raise StoreUnavailable(f"store error: {exc}") from exc
+
+    async def feed_versions(self, feed_ids: list[str]) -> dict[str, str | None]:
+        if not feed_ids:
+            return {}
+        if self.cluster:
+            values = [await self._call("get", _feed(f, "version")) for f in feed_ids]
+        else:
+            values = await self._call("mget", [_feed(f, "version") for f in feed_ids])
+        return {f: (v.decode() if v else None) for f, v in zip(feed_ids, values, strict=True)}
+
+    async def static_blob(self, feed_id: str, version: str) -> bytes | None:
+        value = await self._call("get", _feed(feed_id, f"static:{version}"))
+        return None if value is None else bytes(value)
+
+    async def publish_static(
+        self, feed_id: str, version: str, blob: bytes, status: dict[str, Any]
+    ) -> None:
+        """Write the whole new version first, then switch to it: readers never see half a feed."""
+        old = await self._call("get", _feed(feed_id, "version"))
+        await self._call("set", _feed(feed_id, f"static:{version}"), blob)
+        await self._call("mset", {_feed(feed_id, "version"): version,
+                                  _feed(feed_id, "status"): orjson.dumps(status)})
+        if old and old.decode() != version:
+            await self._call("expire", _feed(feed_id, f"static:{old.decode()}"), OLD_VERSION_TTL_S)
+        await self.publish_event(f"feed {feed_id} {version}")
+
+    async def feed_status(self, feed_id: str) -> dict[str, Any]:
+        raw = await self._call("get", _feed(feed_id, "status"))
+        return {} if raw is None else dict(orjson.loads(raw))
+
+    async def put_feed_status(self, feed_id: str, status: dict[str, Any]) -> None:
+        await self._call("set", _feed(feed_id, "status"), orjson.dumps(status))
+
+    async def publish_event(self, message: str) -> None:
+        await self._call("publish", EVENTS_CHANNEL, message)
+
+    async def events(self) -> AsyncIterator[str]:
+        """Messages on the events channel, until cancelled. Raises StoreUnavailable on loss."""
+        pubsub = self.client.pubsub()
+        try:
+            await pubsub.subscribe(EVENTS_CHANNEL)
+            async for message in pubsub.listen():
+                if message.get("type") == "message":
+                    yield message["data"].decode()
+        except RedisError as exc:
+            raise StoreUnavailable(f"events subscription lost: {exc}") from exc
+        finally:
+            try:
+                await pubsub.aclose()
+            except RedisError:
+                pass
+
+    # --- API keys --------------------------------------------------------------------------
+    async def put_key(self, key_id: str, record: dict[str, str]) -> None:
+        await self._call("hset", key_record_key(key_id), mapping=record)
+        await self._call("sadd", "tg:keys", key_id)
+
+    async def key(self, key_id: str) -> dict[str, str] | None:
+        raw = await self._call("hgetall", key_record_key(key_id))
+        if not raw:
+            return None
+        return {k.decode(): v.decode() for k, v in raw.items()}
+
+    async def key_ids(self) -> list[str]:
+        return sorted(k.decode() for k in await self._call("smembers", "tg:keys"))
+
+    async def update_key(self, key_id: str, fields: dict[str, str]) -> bool:
+        if not await self._call("exists", key_record_key(key_id)):
+            return False
+        await self._call("hset", key_record_key(key_id), mapping=fields)
+        return True
