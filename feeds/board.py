@@ -42,7 +42,9 @@ def scheduled_departures(
     tz = index.timezone
     end = start + window_s
     first_day = local_date_ordinal(start, tz) - (index.max_time // DAY) - 1
-    last_day = local_date_ordinal(end, tz)
+    # +1: on a spring-forward day the origin is 23:00 of the day before, so that service
+    # day's first hour falls on the previous local date.
+    last_day = local_date_ordinal(end, tz) + 1
     deps = index.departures
     st = index.stop_times
     trip_service = index.trips.service
