@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from feeds.calendar import WEEKDAYS, CalendarException, CalendarRule, ServiceCalendar
+from feeds.errors import Problem, StaticFeedRejected
 from feeds.gtfs_time import NO_TIME, parse_gtfs_date, parse_time, parse_time_column
 from feeds.schedule import (
     Departures,
@@ -44,7 +45,9 @@ def _int_column(df: pd.DataFrame, column: str, default: int, dtype: Any) -> Any:
 
 def _index_of(ids: list[str], values: pd.Series) -> np.ndarray[Any, np.dtype[np.int32]]:
     """Positions of ``values`` in ``ids``; -1 where absent."""
-    return pd.Index(ids).get_indexer(values.astype(object)).astype(np.int32)
+    positions: np.ndarray[Any, np.dtype[np.int32]] = (
+        pd.Index(ids, dtype=values.dtype).get_indexer(values).astype(np.int32))
+    return positions
 
 
 def build_calendar(feed: Any) -> tuple[list[str], ServiceCalendar]:
@@ -80,7 +83,16 @@ def build_calendar(feed: Any) -> tuple[list[str], ServiceCalendar]:
     return service_ids, ServiceCalendar.build(len(service_ids), rules, exceptions)
 
 
-def build_index(feed: Any, feed_id: str, version: str) -> ScheduleIndex:
+def _sample(values: Any, n: int = 5) -> str:
+    return ", ".join(str(v) for v in list(dict.fromkeys(values))[:n])
+
+
+def build_index(feed: Any, feed_id: str, version: str,
+                problems: list[Problem] | None = None) -> ScheduleIndex:
+    """Index a feed. Problems found on the way (unknown trip/stop references, repeated
+    stop_sequence, malformed times) are added to ``problems`` and raise StaticFeedRejected
+    together with those the caller had already found."""
+    problems = list(problems or [])
     agency = feed.agency
     timezone = str(agency["agency_timezone"].iloc[0]).strip()
     agency_name = str(agency["agency_name"].iloc[0]) if "agency_name" in agency.columns else ""
@@ -128,8 +140,19 @@ def build_index(feed: Any, feed_id: str, version: str) -> ScheduleIndex:
     seq = pd.to_numeric(st["stop_sequence"], errors="coerce").fillna(-1).to_numpy(np.int32)
     arr_codes, arr_uniques = pd.factorize(st["arrival_time"])
     dep_codes, dep_uniques = pd.factorize(st["departure_time"])
-    arrival, _ = parse_time_column(arr_codes, list(arr_uniques))
-    departure, _ = parse_time_column(dep_codes, list(dep_uniques))
+    arrival, bad_arr = parse_time_column(arr_codes, list(arr_uniques))
+    departure, bad_dep = parse_time_column(dep_codes, list(dep_uniques))
+    for column, bad in (("arrival_time", bad_arr), ("departure_time", bad_dep)):
+        if bad:
+            problems.append(Problem("bad_time", f"{column} not H:MM:SS: {_sample(bad)}",
+                                    "stop_times.txt", len(bad)))
+    for code, what, positions in (("unknown_trip", "trip_id", trip < 0),
+                                  ("unknown_stop", "stop_id", stop < 0)):
+        if positions.any():
+            values = st[what][positions]
+            problems.append(Problem(code, f"{int(positions.sum())} row(s) reference unknown "
+                                    f"{what}: {_sample(values)}", "stop_times.txt",
+                                    int(positions.sum())))
     pickup = _int_column(st, "pickup_type", 0, np.int8)
     drop_off = _int_column(st, "drop_off_type", 0, np.int8)
     headsigns: list[str] = []
@@ -144,6 +167,14 @@ def build_index(feed: Any, feed_id: str, version: str) -> ScheduleIndex:
     trip, stop, seq = trip[order], stop[order], seq[order]
     arrival, departure = arrival[order], departure[order]
     pickup, drop_off, headsign = pickup[order], drop_off[order], headsign[order]
+    repeated = (trip[1:] == trip[:-1]) & (seq[1:] == seq[:-1]) & (trip[1:] >= 0)
+    if repeated.any():
+        dup_trips = [trips.ids[t] for t in trip[1:][repeated][:50].tolist()]
+        problems.append(Problem("duplicate_stop_sequence", f"{int(repeated.sum())} repeated "
+                                f"(trip_id, stop_sequence): trips {_sample(dup_trips)}",
+                                "stop_times.txt", int(repeated.sum())))
+    if problems:
+        raise StaticFeedRejected(problems)
     offsets = np.searchsorted(trip, np.arange(len(trips.ids) + 1)).astype(np.int64)
     stop_times = StopTimes(
         offsets=offsets, trip=trip, stop=stop, sequence=seq, arrival=arrival,

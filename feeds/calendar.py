@@ -33,21 +33,22 @@ class CalendarException:
 
 @dataclass(frozen=True)
 class ServiceCalendar:
-    """A day × service matrix: ``active[d, s]`` is True when service s runs on first + d days."""
+    """A day-by-service matrix: ``active[d, s]`` is True when service s runs on first + d days."""
 
     first_ordinal: int
     active: npt.NDArray[np.bool_]
 
     @property
     def last_ordinal(self) -> int:
-        return self.first_ordinal + self.active.shape[0] - 1
+        return self.first_ordinal + int(self.active.shape[0]) - 1
 
     def services_on(self, date_ordinal: int) -> npt.NDArray[np.bool_] | None:
         """The services running on a date, or None when the date is outside the feed."""
         row = date_ordinal - self.first_ordinal
         if row < 0 or row >= self.active.shape[0]:
             return None
-        return self.active[row]
+        running: npt.NDArray[np.bool_] = self.active[row]
+        return running
 
     def dates_of(self, service: int) -> list[dt.date]:
         rows = np.flatnonzero(self.active[:, service])
@@ -64,7 +65,8 @@ class ServiceCalendar:
         ordinals = [r.start.toordinal() for r in rules] + [r.end.toordinal() for r in rules]
         ordinals += [e.date.toordinal() for e in exceptions]
         if not ordinals:
-            return cls(first_ordinal=dt.date(2000, 1, 1).toordinal(), active=np.zeros((0, n_services), bool))
+            empty = np.zeros((0, n_services), dtype=bool)
+            return cls(first_ordinal=dt.date(2000, 1, 1).toordinal(), active=empty)
         first, last = min(ordinals), max(ordinals)
         n_days = last - first + 1
         active = np.zeros((n_days, n_services), dtype=bool)

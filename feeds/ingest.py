@@ -13,7 +13,7 @@ from feeds.codec import encode_index
 from feeds.errors import Problem, StaticFeedRejected
 from feeds.gtfs_reader import read_gtfs
 from feeds.schedule import ScheduleIndex
-from feeds.validate import check_feed, check_source
+from feeds.validate import STRUCTURAL, check_feed, check_source
 
 
 @dataclass(frozen=True)
@@ -31,12 +31,12 @@ def build_static(path: Path, feed_id: str, version: str) -> StaticBuild:
         feed = read_gtfs(path)
     except UnicodeDecodeError as exc:
         raise StaticFeedRejected([Problem("bad_encoding", f"not UTF-8: {exc}")]) from exc
-    except Exception as exc:  # noqa: BLE001 - gtfs-kit/pandas raise many types on bad CSV
+    except Exception as exc:
         raise StaticFeedRejected(
             [Problem("malformed_csv", f"{type(exc).__name__}: {str(exc).strip()[:300]}")]
         ) from exc
     problems = check_feed(feed)
-    if problems:
+    if any(p.code in STRUCTURAL for p in problems):
         raise StaticFeedRejected(problems)
-    index = build_index(feed, feed_id, version)
+    index = build_index(feed, feed_id, version, problems)
     return StaticBuild(index=index, blob=encode_index(index))

@@ -77,7 +77,7 @@ class Trips:
 
 @dataclass(frozen=True)
 class StopTimes:
-    """All stop times, sorted by (trip, stop_sequence); rows of trip t are offsets[t]:offsets[t+1]."""
+    """All stop times sorted by (trip, stop_sequence); trip t's rows are offsets[t]:offsets[t+1]."""
 
     offsets: I64
     trip: I32

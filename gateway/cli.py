@@ -7,7 +7,7 @@ import asyncio
 import datetime as dt
 import logging
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -122,10 +122,12 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-Command = Callable[[Settings, argparse.Namespace], Awaitable[int]]
+Command = Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, int]]
 
 
-def _with_store(fn: Callable[[Settings, argparse.Namespace, Any], Awaitable[int]]) -> Command:
+def _with_store(
+    fn: Callable[[Settings, argparse.Namespace, Any], Awaitable[int]],
+) -> Command:
     async def run(settings: Settings, args: argparse.Namespace) -> int:
         from gateway.runtime import open_store
 

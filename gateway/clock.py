@@ -24,7 +24,7 @@ class SystemClock:
 
 
 class ShiftedClock:
-    """Starts at ``start`` (epoch seconds) when constructed and advances with the monotonic clock."""
+    """Reads ``start`` (epoch seconds) when constructed, then advances with the monotonic clock."""
 
     def __init__(self, start: float) -> None:
         self._start = start

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
 import logging
@@ -141,5 +140,3 @@ def demo(settings: Settings) -> int:
     _run(settings, clock, setup)
     return 0
 
-
-__all__ = ["demo", "serve", "asyncio"]

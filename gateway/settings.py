@@ -31,7 +31,7 @@ class Settings:
     """GATEWAY_STATIC_MAX_BYTES: the largest static GTFS zip accepted (download or file)."""
     static_timeout_s: float = 300.0
     allow_private_urls: bool = False
-    """GATEWAY_ALLOW_PRIVATE_URLS: let feed URLs point at private/loopback addresses (SSRF guard)."""
+    """GATEWAY_ALLOW_PRIVATE_URLS: let feed URLs reach private/loopback addresses (SSRF guard)."""
     max_limit: int = 500
     default_limit: int = 50
     default_window_min: int = 60

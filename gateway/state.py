@@ -17,7 +17,7 @@ from gateway.store import Store
 
 SETTINGS = web.AppKey("settings", Settings)
 STORE = web.AppKey("store", Store)
-CLOCK = web.AppKey("clock", Clock)  # type: ignore[type-abstract]  # a Protocol is fine here
+CLOCK = web.AppKey("clock", Clock)
 CATALOG = web.AppKey("catalog", FeedCatalog)
 FEEDS = web.AppKey("feed_service", FeedService)
 AUTH = web.AppKey("authenticator", Authenticator)

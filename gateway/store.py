@@ -16,6 +16,7 @@ Feed ids are restricted (``FEED_ID_RE``) so they can never form a hash tag or a 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 from collections.abc import AsyncIterator
@@ -153,10 +154,8 @@ class Store:
         except RedisError as exc:
             raise StoreUnavailable(f"events subscription lost: {exc}") from exc
         finally:
-            try:
+            with contextlib.suppress(RedisError):
                 await pubsub.aclose()
-            except RedisError:
-                pass
 
     # --- API keys --------------------------------------------------------------------------
     async def put_key(self, key_id: str, record: dict[str, str]) -> None:

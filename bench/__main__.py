@@ -1,0 +1,20 @@
+"""Run every benchmark and print one table (ratios against baselines measured in this run)."""
+
+from __future__ import annotations
+
+import sys
+
+from bench import ingest
+from bench.common import print_table
+
+
+def main() -> None:
+    rows = []
+    print("ingest benchmark (5 interleaved rounds)...", file=sys.stderr)
+    rows += ingest.run()
+    print()
+    print_table(rows)
+
+
+if __name__ == "__main__":
+    main()

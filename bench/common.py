@@ -1,0 +1,77 @@
+"""Shared benchmark helpers: child processes, medians, free ports, the result table."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / "tests" / "fixtures"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def run_child(module: str, *args: str, env: dict[str, str] | None = None) -> dict[str, float]:
+    """Run ``python -m module args`` and parse the JSON it prints on its last line."""
+    out = subprocess.run(
+        [sys.executable, "-m", module, *args], check=True, capture_output=True, text=True,
+        env={**os.environ, **(env or {})}, cwd=ROOT, timeout=600,
+    )
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def wait_http(url: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.1)
+    raise TimeoutError(url)
+
+
+def maxrss_mib() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+@dataclass
+class Row:
+    name: str
+    value: float
+    unit: str
+    baseline: str
+    baseline_value: float
+    target: str = ""
+
+    @property
+    def ratio(self) -> float:
+        return self.value / self.baseline_value if self.baseline_value else float("nan")
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def print_table(rows: list[Row]) -> None:
+    header = f"{'benchmark':<46} {'median':>10} {'unit':<6} {'baseline':<34} {'ratio':>7}  target"
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        print(f"{r.name:<46} {r.value:>10.3f} {r.unit:<6} "
+              f"{r.baseline + f' ({r.baseline_value:.3f})':<34} {r.ratio:>7.2f}  {r.target}")

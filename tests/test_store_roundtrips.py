@@ -1,0 +1,62 @@
+"""A departures request costs at most two store round trips (counted by the server itself)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from conftest import GTFS, Gateway
+
+from gateway.key_service import create_key
+
+
+async def _settle(gw: Gateway) -> None:
+    """Let the background catalog follower finish reacting to the feed's publish event and
+    open its pool connections, so that what is counted is the request alone."""
+    await asyncio.sleep(0.5)
+    status, _ = await gw.get("/v1/feeds/caltrain/stops/palo_alto/departures")
+    assert status == 200
+
+
+async def _commands(gw: Gateway) -> dict[str, int]:
+    stats: dict[str, Any] = await gw.store.client.info("commandstats")
+    return {name: int(v["calls"]) for name, v in stats.items()}
+
+
+def _spent(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    spent = {k: after.get(k, 0) - before.get(k, 0) for k in after}
+    spent.pop("cmdstat_info", None)  # the measurement itself
+    return {k: v for k, v in spent.items() if v}
+
+
+async def test_departures_request_needs_at_most_two_store_commands(gateway: Gateway) -> None:
+    await gateway.add_feed("caltrain", GTFS / "caltrain-2023.zip")
+    key, _ = await create_key(gateway.store, gateway.clock, kind="developer",
+                              email="cold@example.org")
+    path = "/v1/feeds/caltrain/stops/palo_alto/departures"
+    await _settle(gateway)
+
+    before = await _commands(gateway)
+    status, body = await gateway.get(path, key=key)  # key not yet verified by this process
+    after = await _commands(gateway)
+    assert status == 200 and body["departures"]
+    cold = _spent(before, after)
+    assert sum(cold.values()) <= 2, cold
+    assert sum(cold.values()) >= 1, "a never-seen key must be checked against the store"
+
+    before = await _commands(gateway)
+    for _ in range(5):
+        status, _ = await gateway.get(path, key=key)
+        assert status == 200
+    warm = _spent(before, await _commands(gateway))
+    assert sum(warm.values()) <= 2 * 5, warm
+
+
+async def test_malformed_key_costs_no_store_command(gateway: Gateway) -> None:
+    await gateway.add_feed("caltrain", GTFS / "caltrain-2023.zip")
+    await _settle(gateway)
+    typo = gateway.key[:10] + ("x" if gateway.key[10] != "x" else "y") + gateway.key[11:]
+    before = await _commands(gateway)
+    status, body = await gateway.get("/v1/feeds/caltrain", key=typo)
+    assert status == 401 and body["error"]["code"] == "invalid_api_key"
+    assert _spent(before, await _commands(gateway)) == {}
