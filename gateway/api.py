@@ -5,15 +5,19 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+import orjson
 from aiohttp import web
 
-from feeds.board import scheduled_departures
 from feeds.gtfs_time import iso_local, local_date_ordinal, service_day_origin
+from feeds.rt_board import realtime_board
+from feeds.rt_vehicles import in_bbox
 from feeds.schedule import ScheduleIndex
 from feeds.stops_search import StopSearch
 from gateway import params, render
 from gateway.catalog import LoadedFeed
 from gateway.errors import BadRequest, NotFound
+from gateway.rt_view import RealtimeView, thresholds
+from gateway.settings import Settings
 from gateway.state import CATALOG, CLOCK, SEARCH_CACHE, SETTINGS, STORE, json_response
 
 
@@ -28,7 +32,38 @@ def _stop(index: ScheduleIndex, stop_id: str) -> int:
     return i
 
 
-def feed_summary(feed: LoadedFeed) -> dict[str, Any]:
+def _realtime_health(feed: LoadedFeed, view: RealtimeView | None, now: float,
+                     settings: Settings) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    urls = {"trip_updates": feed.config.trip_updates,
+            "vehicle_positions": feed.config.vehicle_positions, "alerts": feed.config.alerts}
+    limits = thresholds(settings)
+    for kind, url in urls.items():
+        meta = (view.meta.get(kind) if view else None) or {}
+        if url is None and not meta:
+            out[kind] = None
+            continue
+        fresh = view.freshness(kind, now, limits[kind], url is not None) if view else None
+        out[kind] = {
+            "configured": url is not None,
+            "last_fetch": meta.get("fetched_at"),
+            "http_status": meta.get("http_status"),
+            "bytes": meta.get("bytes"),
+            "header_timestamp": meta.get("timestamp"),
+            "age_s": fresh.age_s if fresh else None,
+            "stale": fresh.stale if fresh else None,
+            "entities": meta.get("entities"),
+            "matched": meta.get("matched"),
+            "match_rate": meta.get("match_rate"),
+            "rejected": meta.get("rejected") or {},
+            "flagged": meta.get("flagged") or {},
+            "last_error": meta.get("last_error"),
+        }
+    return out
+
+
+def feed_summary(feed: LoadedFeed, view: RealtimeView | None = None, now: float = 0.0,
+                 settings: Settings | None = None) -> dict[str, Any]:
     static = feed.status.get("static") or {}
     return {
         "id": feed.config.id,
@@ -43,23 +78,59 @@ def feed_summary(feed: LoadedFeed) -> dict[str, Any]:
             "counts": static.get("counts"),
             "last_error": static.get("last_error"),
         },
-        "realtime": {
-            "trip_updates": feed.config.trip_updates is not None,
-            "vehicle_positions": feed.config.vehicle_positions is not None,
-            "alerts": feed.config.alerts is not None,
-            "age_s": None,
-        },
+        "realtime": _realtime_health(feed, view, now, settings or Settings()),
         "ready": feed.index is not None,
     }
 
 
+def _summary(request: web.Request, feed: LoadedFeed) -> dict[str, Any]:
+    app = request.app
+    return feed_summary(feed, app[CATALOG].realtime.get(feed.config.id), app[CLOCK].now(),
+                        app[SETTINGS])
+
+
 async def list_feeds(request: web.Request) -> web.Response:
     feeds = request.app[CATALOG].feeds
-    return json_response({"feeds": [feed_summary(feeds[k]) for k in sorted(feeds)]})
+    return json_response({"feeds": [_summary(request, feeds[k]) for k in sorted(feeds)]})
 
 
 async def get_feed(request: web.Request) -> web.Response:
-    return json_response(feed_summary(_feed(request)))
+    return json_response(_summary(request, _feed(request)))
+
+
+async def vehicles(request: web.Request) -> web.Response:
+    feed = _feed(request)
+    app = request.app
+    now = app[CLOCK].now()
+    view = app[CATALOG].realtime_view(feed.config.id)
+    bbox = params.get_bbox(request.query, "bbox")
+    route = params.get_str(request.query, "route")
+    fresh = view.freshness("vehicle_positions", now, app[SETTINGS].stale_vehicles_s,
+                           feed.config.vehicle_positions is not None)
+    out = []
+    for v in view.vehicles if not fresh.stale else []:
+        if route is not None and v.get("route_id") != route:
+            continue
+        if bbox is not None and not in_bbox(v, bbox):
+            continue
+        ts = v.get("timestamp")
+        out.append({**v, "age_s": max(0, int(now - ts)) if ts else None})
+    return json_response({"feed": feed.config.id, "vehicles": out,
+                          "realtime_age_s": fresh.age_s, "realtime_stale": fresh.stale})
+
+
+async def alerts(request: web.Request) -> web.Response:
+    feed = _feed(request)
+    app = request.app
+    now = app[CLOCK].now()
+    view = app[CATALOG].realtime_view(feed.config.id)
+    q = request.query
+    fresh = view.freshness("alerts", now, app[SETTINGS].stale_alerts_s,
+                           feed.config.alerts is not None)
+    found = [] if fresh.stale else view.alerts.filter(
+        now, params.get_str(q, "stop"), params.get_str(q, "route"), params.get_str(q, "trip"))
+    return json_response({"feed": feed.config.id, "alerts": found,
+                          "realtime_age_s": fresh.age_s, "realtime_stale": fresh.stale})
 
 
 async def search_stops(request: web.Request) -> web.Response:
@@ -94,32 +165,47 @@ async def departures(request: web.Request) -> web.Response:
     index = feed.ready_index()
     stop_i = _stop(index, request.match_info["stop"])
     q = request.query
-    settings = request.app[SETTINGS]
-    now = request.app[CLOCK].now()
+    app = request.app
+    settings = app[SETTINGS]
+    now = app[CLOCK].now()
     start = int(params.get_instant(q, "time", now))
     window = params.get_int(q, "window", settings.default_window_min, 1, settings.max_window_min)
     limit = params.get_int(q, "limit", settings.default_limit, 1, settings.max_limit)
     route_id = params.get_str(q, "route")
-    params.get_bool(q, "include_cancelled", False)  # validated; cancellations come with realtime
+    include_cancelled = params.get_bool(q, "include_cancelled", False)
     route = None
     if route_id is not None:
         route = index.routes.index_of.get(route_id)
         if route is None:
             raise NotFound(f"no route {route_id!r} in feed {index.feed_id!r}",
                            code="route_not_found")
-    found = scheduled_departures(index, stop_i, start, window * 60, route)[:limit]
+    view = app[CATALOG].realtime_view(index.feed_id)
+    fresh = view.freshness("trip_updates", now, settings.stale_trip_updates_s,
+                           feed.config.trip_updates is not None)
+    members = index.stops.board_members(stop_i)
+    overlays: dict[int, list[Any]] = {}
+    if fresh.usable:
+        by_id = await view.stop_overlays(app[STORE], [index.stops.ids[m] for m in members])
+        overlays = {index.stops.index_of[s]: recs for s, recs in by_id.items()}
+    entries = realtime_board(index, stop_i, start, window * 60, route, overlays,
+                             include_cancelled)[:limit]
+    alerts_fresh = view.freshness("alerts", now, settings.stale_alerts_s,
+                                  feed.config.alerts is not None)
+    alert_index = view.alerts if not alerts_fresh.stale else None
     return json_response({
         "feed": index.feed_id,
         "stop": render.stop(index, stop_i, full=False),
         "time": iso_local(start, index.timezone),
         "window": window,
-        "departures": [render.departure(index, d) for d in found],
-        "realtime_age_s": None,
+        "departures": [render.board_entry(index, e, alert_index, now) for e in entries],
+        "realtime_age_s": fresh.age_s,
+        "realtime_stale": fresh.stale,
     })
 
 
 async def trip(request: web.Request) -> web.Response:
-    index = _feed(request).ready_index()
+    feed = _feed(request)
+    index = feed.ready_index()
     trip_id = request.match_info["trip"]
     t = index.trips.index_of.get(trip_id)
     if t is None:
@@ -139,6 +225,24 @@ async def trip(request: web.Request) -> web.Response:
 
     def at(secs: int) -> str | None:
         return None if origin is None or secs < 0 else iso_local(origin + secs, tz)
+
+    app = request.app
+    now = app[CLOCK].now()
+    view = app[CATALOG].realtime_view(index.feed_id)
+    fresh = view.freshness("trip_updates", now, app[SETTINGS].stale_trip_updates_s,
+                           feed.config.trip_updates is not None)
+    rt: dict[str, Any] = {}
+    if fresh.usable and date is not None:
+        raw = await app[STORE].trip_realtime(index.feed_id, f"{trip_id}|{date.toordinal()}|-1")
+        rt = orjson.loads(raw) if raw else {}
+    rt_stops: dict[str, list[Any]] = rt.get("stops") or {}
+
+    def live(seq: int, field: int) -> Any:
+        values = rt_stops.get(str(seq))
+        if values is None:
+            return None
+        value = values[field]
+        return iso_local(value, tz) if field < 2 and value is not None else value
 
     route = int(index.trips.route[t])
     direction = int(index.trips.direction[t])
@@ -172,14 +276,17 @@ async def trip(request: web.Request) -> web.Response:
                 "departure": at(int(st.departure[r])),
                 "pickup_type": int(st.pickup[r]),
                 "drop_off_type": int(st.drop_off[r]),
-                "expected_arrival": None,
-                "expected_departure": None,
-                "delay_s": None,
-                "status": "scheduled",
+                "expected_arrival": live(int(st.sequence[r]), 0),
+                "expected_departure": live(int(st.sequence[r]), 1),
+                "delay_s": live(int(st.sequence[r]), 2),
+                "status": live(int(st.sequence[r]), 3) or (
+                    "cancelled" if rt.get("status") == "cancelled" else "scheduled"),
             }
             for r in range(lo, hi)
         ],
-        "realtime_age_s": None,
+        "vehicle_id": rt.get("vehicle_id"),
+        "realtime_age_s": fresh.age_s,
+        "realtime_stale": fresh.stale,
     })
 
 

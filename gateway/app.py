@@ -10,18 +10,21 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
+from feeds.errors import FeedError
 from gateway import api
 from gateway.auth import Authenticator
 from gateway.catalog import FeedCatalog
 from gateway.clock import Clock
-from gateway.errors import ApiError, StoreUnavailable
+from gateway.errors import ApiError, Forbidden, StoreUnavailable, Unprocessable
 from gateway.feed_service import FeedService
+from gateway.realtime import PollerManager
 from gateway.settings import Settings
 from gateway.state import (
     AUTH,
     CATALOG,
     CLOCK,
     FEEDS,
+    POLLERS,
     SEARCH_CACHE,
     SETTINGS,
     STORE,
@@ -87,10 +90,39 @@ def build_app(settings: Settings, store: Store, clock: Clock,
     app.router.add_get("/v1/feeds/{feed}/stops", api.search_stops)
     app.router.add_get("/v1/feeds/{feed}/stops/{stop}/departures", api.departures)
     app.router.add_get("/v1/feeds/{feed}/trips/{trip}", api.trip)
+    app.router.add_get("/v1/feeds/{feed}/vehicles", api.vehicles)
+    app.router.add_get("/v1/feeds/{feed}/alerts", api.alerts)
 
+    app[POLLERS] = PollerManager(store, catalog, settings, clock)
+    app.router.add_post("/v1/feeds/{feed}/realtime", push_realtime)
     if follow_store:
         app.cleanup_ctx.append(_follow_store)
+        if settings.role in ("all", "ingest"):
+            app.cleanup_ctx.append(_run_pollers)
     return app
+
+
+async def _run_pollers(app: web.Application) -> AsyncIterator[None]:
+    task = asyncio.create_task(app[POLLERS].run(), name="realtime-pollers")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def push_realtime(request: web.Request) -> web.Response:
+    """POST /v1/feeds/{feed}/realtime (operators): a GTFS-RT FeedMessage instead of a poll."""
+    record = request[KEY_RECORD]
+    if getattr(record, "kind", None) != "operator":
+        raise Forbidden("pushing realtime needs an operator token", code="forbidden")
+    feed = request.app[CATALOG].get(request.match_info["feed"])
+    body = await request.read()
+    rt = request.app[POLLERS].feed(feed.config.id)
+    try:
+        results = await rt.apply_pushed(body, feed.index)
+    except FeedError as exc:
+        raise Unprocessable(exc.message, code=exc.code) from exc
+    return json_response({"feed": feed.config.id, "applied": results}, status=202)
 
 
 async def _follow_store(app: web.Application) -> AsyncIterator[None]:

@@ -13,10 +13,13 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from feeds.codec import CodecError, decode_index
 from feeds.schedule import ScheduleIndex
 from gateway.errors import ApiError, FeedNotReady, NotFound
 from gateway.feed_config import FeedConfig
+from gateway.rt_view import RealtimeView
 from gateway.store import Store
 
 log = logging.getLogger(__name__)
@@ -39,7 +42,14 @@ class FeedCatalog:
     def __init__(self, store: Store) -> None:
         self.store = store
         self.feeds: dict[str, LoadedFeed] = {}
+        self.realtime: dict[str, RealtimeView] = {}
         self.loaded_once = False
+
+    def realtime_view(self, feed_id: str) -> RealtimeView:
+        view = self.realtime.get(feed_id)
+        if view is None:
+            view = self.realtime[feed_id] = RealtimeView(feed_id)
+        return view
 
     def get(self, feed_id: str) -> LoadedFeed:
         feed = self.feeds.get(feed_id)
@@ -53,6 +63,7 @@ class FeedCatalog:
 
     def drop(self, feed_id: str) -> None:
         self.feeds.pop(feed_id, None)
+        self.realtime.pop(feed_id, None)
 
     async def refresh(self, only: str | None = None) -> None:
         configs = await self.store.feed_configs()
@@ -80,6 +91,7 @@ class FeedCatalog:
             elif index is None or index.version != version:
                 index = await self._load(feed_id, version) or index
             self.feeds[feed_id] = LoadedFeed(config, status, index)
+            await self.realtime_view(feed_id).reload(self.store)
         if only is None:
             self.loaded_once = True
 
@@ -99,6 +111,12 @@ class FeedCatalog:
         while True:
             try:
                 async for message in self.store.events():
+                    if message.startswith("rt "):
+                        event = orjson.loads(message[3:])
+                        feed_id = event.get("feed")
+                        if isinstance(feed_id, str) and feed_id in self.feeds:
+                            await self.realtime_view(feed_id).apply_event(self.store, event)
+                        continue
                     parts = message.split()
                     if len(parts) >= 2 and parts[0] == "feed":
                         await self.refresh(only=parts[1])

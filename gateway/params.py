@@ -93,3 +93,17 @@ def get_str(query: Mapping[str, str], name: str, max_len: int = 200) -> str | No
     if len(raw) > max_len:
         raise _bad(name, f"longer than {max_len} characters")
     return raw
+
+
+def get_bbox(query: Mapping[str, str], name: str) -> tuple[float, float, float, float] | None:
+    """``minlon,minlat,maxlon,maxlat``."""
+    raw = query.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        min_lon, min_lat, max_lon, max_lat = (float(p) for p in raw.split(","))
+    except ValueError:
+        raise _bad(name, f"expected minlon,minlat,maxlon,maxlat, got {raw!r}") from None
+    if not (-180 <= min_lon <= max_lon <= 180 and -90 <= min_lat <= max_lat <= 90):
+        raise _bad(name, f"not a valid box: {raw!r}")
+    return min_lon, min_lat, max_lon, max_lat

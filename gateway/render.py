@@ -7,6 +7,8 @@ from typing import Any
 
 from feeds.board import ScheduledDeparture
 from feeds.gtfs_time import iso_local
+from feeds.rt_alerts import AlertIndex
+from feeds.rt_board import BoardEntry, added_fields
 from feeds.schedule import ScheduleIndex
 
 
@@ -40,6 +42,51 @@ def headsign(index: ScheduleIndex, trip: int, row: int) -> str | None:
     if h >= 0:
         return index.headsigns[h]
     return index.trips.headsign[trip]
+
+
+def board_entry(index: ScheduleIndex, e: BoardEntry, alerts: AlertIndex | None,
+                now: float) -> dict[str, Any]:
+    """One departure of a board, scheduled or added, with its realtime and alert ids."""
+    tz = index.timezone
+    stop_i = e.stop
+    if e.scheduled is not None:
+        out = departure(index, e.scheduled)
+    else:
+        assert e.added is not None
+        fields = added_fields(e.added)
+        out = {
+            "trip_id": fields["trip_id"],
+            "route_id": fields["route_id"],
+            "route_short_name": _route_short_name(index, fields["route_id"]),
+            "headsign": fields["headsign"],
+            "direction_id": fields["direction_id"],
+            "stop_id": index.stops.ids[stop_i],
+            "stop_sequence": fields["stop_sequence"],
+            "platform": index.stops.platform[stop_i],
+            "service_date": dt.date.fromordinal(fields["service_date"]).isoformat(),
+            "scheduled": (iso_local(fields["scheduled"], tz)
+                          if fields["scheduled"] is not None else None),
+        }
+    out["expected"] = iso_local(e.expected, tz) if e.expected is not None else None
+    out["delay_s"] = e.delay
+    out["realtime"] = e.realtime
+    out["status"] = e.status
+    out["vehicle_id"] = e.vehicle_id
+    if alerts is not None:
+        stop_ids = [out["stop_id"]]
+        parent = int(index.stops.parent[stop_i])
+        if parent >= 0:
+            stop_ids.append(index.stops.ids[parent])
+        out["alerts"] = [a["id"] for a in alerts.matching(now, stop_ids, out["route_id"],
+                                                          out["trip_id"])]
+    else:
+        out["alerts"] = []
+    return out
+
+
+def _route_short_name(index: ScheduleIndex, route_id: str | None) -> str | None:
+    r = index.routes.index_of.get(route_id) if route_id is not None else None
+    return index.routes.short_names[r] if r is not None else None
 
 
 def departure(index: ScheduleIndex, d: ScheduledDeparture) -> dict[str, Any]:

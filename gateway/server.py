@@ -8,7 +8,7 @@ import logging
 import multiprocessing
 import signal
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from aiohttp import web
@@ -18,15 +18,17 @@ from gateway.clock import Clock, ShiftedClock, clock_from_setting, parse_instant
 from gateway.embedded import EmbeddedValkey
 from gateway.feed_config import FeedConfig
 from gateway.key_service import create_key
+from gateway.replay import ReplayServer
 from gateway.settings import Settings
 from gateway.state import CATALOG, CLOCK, FEEDS, STORE
 from gateway.store import Store
 
 log = logging.getLogger(__name__)
-Setup = Callable[[web.Application], Awaitable[None]]
+Setup = Callable[[web.Application], AsyncIterator[None]]
 
-SAMPLE_FEED = Path(__file__).parent / "sample" / "caltrain-2023.zip"
-DEMO_CLOCK = "2023-11-07T17:05:00-08:00"  # during the recorded Caltrain realtime capture
+SAMPLE_DIR = Path(__file__).parent / "sample"
+SAMPLE_FEED = SAMPLE_DIR / "caltrain-2023.zip"
+DEMO_CLOCK = "2023-11-07T17:05:34-08:00"  # the recorded trip updates' header time
 
 
 def _use_uvloop() -> None:
@@ -51,7 +53,7 @@ async def _make_app(settings: Settings, clock: Clock, setup: Setup | None = None
 
     app.on_cleanup.append(close)
     if setup is not None:
-        app.on_startup.append(setup)
+        app.cleanup_ctx.append(setup)
     return app
 
 
@@ -113,29 +115,41 @@ def demo(settings: Settings) -> int:
     """Embedded store, the bundled Caltrain sample, the clock at the recording, a demo key."""
     if settings.redis_url is None:
         settings = dataclasses.replace(settings, data_dir=settings.data_dir / "demo")
+    # The replay server is on loopback: the demo may poll a private address.
+    settings = dataclasses.replace(settings, allow_private_urls=True)
     clock = ShiftedClock(parse_instant(settings.clock or DEMO_CLOCK))
     base = f"http://{settings.host}:{settings.port}"
+    replay = ReplayServer(clock, {f"/{name}.pb": SAMPLE_DIR / f"caltrain-{name}.pb"
+                                  for name in ("trip-updates", "vehicle-positions", "alerts")})
 
-    async def setup(app: web.Application) -> None:
-        config = FeedConfig(id="caltrain", static=str(SAMPLE_FEED))
+    async def setup(app: web.Application) -> AsyncIterator[None]:
+        feeds = await replay.start()
+        config = FeedConfig(id="caltrain", static=str(SAMPLE_FEED),
+                            trip_updates=f"{feeds}/trip-updates.pb",
+                            vehicle_positions=f"{feeds}/vehicle-positions.pb",
+                            alerts=f"{feeds}/alerts.pb", poll_seconds=15)
         await app[FEEDS].add(config, replace=True)
         key, _ = await create_key(app[STORE], app[CLOCK], kind="developer",
                                   email="demo@localhost", name="demo", tier="gold")
         await app[CATALOG].refresh()
         lines = [
             "",
-            "transit-gateway demo is running (offline; clock set to the recorded feed).",
+            "transit-gateway demo is running, offline: the Caltrain 2023 timetable, its recorded",
+            "realtime replayed by a local feed server and polled every 15 s, the clock set to",
+            "the recording (2023-11-07 17:05 Pacific).",
             f"  demo key: {key}",
             "",
             "Try:",
-            f"  curl -H 'X-API-Key: {key}' {base}/v1/feeds/caltrain",
             f"  curl -H 'X-API-Key: {key}' '{base}/v1/feeds/caltrain/stops?q=palo+alto'",
+            f"  curl -H 'X-API-Key: {key}' {base}/v1/feeds/caltrain/vehicles",
             f"  curl -H 'X-API-Key: {key}' "
             f"{base}/v1/feeds/caltrain/stops/palo_alto/departures",
             "",
         ]
         sys.stdout.write("\n".join(lines) + "\n")
         sys.stdout.flush()
+        yield
+        await replay.stop()
 
     _run(settings, clock, setup)
     return 0

@@ -32,6 +32,14 @@ class Settings:
     static_timeout_s: float = 300.0
     allow_private_urls: bool = False
     """GATEWAY_ALLOW_PRIVATE_URLS: let feed URLs reach private/loopback addresses (SSRF guard)."""
+    realtime_max_bytes: int = 64 * 1024 * 1024
+    """GATEWAY_REALTIME_MAX_BYTES: the largest realtime body, after decompression."""
+    realtime_timeout_s: float = 10.0
+    """Total time allowed for one realtime fetch (a dripping server is cut off here)."""
+    stale_trip_updates_s: float = 90.0
+    """Realtime older than this (header timestamp) falls back to the schedule."""
+    stale_vehicles_s: float = 90.0
+    stale_alerts_s: float = 600.0
     max_limit: int = 500
     default_limit: int = 50
     default_window_min: int = 60

@@ -12,6 +12,7 @@ from gateway.auth import Authenticator
 from gateway.catalog import FeedCatalog
 from gateway.clock import Clock
 from gateway.feed_service import FeedService
+from gateway.realtime import PollerManager
 from gateway.settings import Settings
 from gateway.store import Store
 
@@ -22,6 +23,7 @@ CATALOG = web.AppKey("catalog", FeedCatalog)
 FEEDS = web.AppKey("feed_service", FeedService)
 AUTH = web.AppKey("authenticator", Authenticator)
 SEARCH_CACHE = web.AppKey("search_cache", dict[str, StopSearch])
+POLLERS = web.AppKey("pollers", PollerManager)
 
 
 def json_response(data: Any, status: int = 200,

@@ -6,7 +6,13 @@ Layout (all under ``tg:``):
     tg:feed:<id>:version              STR   the static version being served
     tg:feed:<id>:static:<version>     STR   that version's schedule index (feeds.codec blob)
     tg:feed:<id>:status               STR   static ingest health (JSON)
-    tg:events                         PUBSUB "feed <id> <version>" on every switch or removal
+    tg:feed:<id>:rt:meta              HASH  realtime kind -> fetch/merge health (JSON)
+    tg:feed:<id>:rt:stop:<stop_id>    STR   that stop's realtime overlay (feeds.rt_overlay)
+    tg:feed:<id>:rt:trips             HASH  trip instance -> its realtime (trip view)
+    tg:feed:<id>:rt:vehicle_positions STR   positions (JSON); rt:alerts likewise
+    tg:lease:<name>                   STR   which ingest process polls a feed (PX TTL)
+    tg:events                         PUBSUB "feed <id> <version>" on every switch or removal,
+                                            "rt <json>" on every realtime change
     tg:{key:<key_id>}                 HASH  API key record (hash tag: one slot per key, so the
                                             rate-limit counters can live beside it on a Cluster)
     tg:keys                           SET   all key ids, for listing
@@ -156,6 +162,89 @@ class Store:
         finally:
             with contextlib.suppress(RedisError):
                 await pubsub.aclose()
+
+    # --- realtime ------------------------------------------------------------------------
+    async def publish_realtime(
+        self,
+        feed_id: str,
+        kind: str,
+        meta: dict[str, Any],
+        stop_writes: dict[str, bytes] | None = None,
+        stop_deletes: list[str] | None = None,
+        trip_writes: dict[str, bytes] | None = None,
+        trip_deletes: list[str] | None = None,
+        blob: bytes | None = None,
+    ) -> None:
+        """Write one realtime snapshot's changes in one pipeline, then announce them.
+
+        Only changed stop overlays and trip records are written; the event names the changed
+        stops (or "*" when many) so API processes drop just those from their caches.
+        """
+        stop_writes = stop_writes or {}
+        stop_deletes = stop_deletes or []
+        trip_writes = trip_writes or {}
+        trip_deletes = trip_deletes or []
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            for stop, data in stop_writes.items():
+                pipe.set(_feed(feed_id, f"rt:stop:{stop}"), data)
+            if stop_deletes:
+                pipe.delete(*[_feed(feed_id, f"rt:stop:{s}") for s in stop_deletes])
+            if trip_writes:
+                pipe.hset(_feed(feed_id, "rt:trips"), mapping=trip_writes)
+            if trip_deletes:
+                pipe.hdel(_feed(feed_id, "rt:trips"), *trip_deletes)
+            if blob is not None:
+                pipe.set(_feed(feed_id, f"rt:{kind}"), blob)
+            pipe.hset(_feed(feed_id, "rt:meta"), kind, orjson.dumps(meta))
+            await pipe.execute()
+        except RedisError as exc:
+            raise StoreUnavailable(f"store error: {exc}") from exc
+        changed = [*stop_writes, *stop_deletes]
+        event = {"feed": feed_id, "kind": kind, "meta": meta,
+                 "stops": changed if len(changed) <= 500 else "*"}
+        await self.publish_event("rt " + orjson.dumps(event).decode())
+
+    async def put_realtime_meta(self, feed_id: str, kind: str, meta: dict[str, Any]) -> None:
+        await self._call("hset", _feed(feed_id, "rt:meta"), kind, orjson.dumps(meta))
+        event: dict[str, Any] = {"feed": feed_id, "kind": kind, "meta": meta, "stops": []}
+        await self.publish_event("rt " + orjson.dumps(event).decode())
+
+    async def realtime_meta(self, feed_id: str) -> dict[str, dict[str, Any]]:
+        raw = await self._call("hgetall", _feed(feed_id, "rt:meta"))
+        return {k.decode(): orjson.loads(v) for k, v in raw.items()}
+
+    async def stop_overlays(self, feed_id: str, stop_ids: list[str]) -> list[bytes | None]:
+        if self.cluster:
+            return [await self._call("get", _feed(feed_id, f"rt:stop:{s}")) for s in stop_ids]
+        values = await self._call("mget", [_feed(feed_id, f"rt:stop:{s}") for s in stop_ids])
+        return list(values)
+
+    async def stop_overlay_ids(self, feed_id: str) -> list[str]:
+        prefix = _feed(feed_id, "rt:stop:")
+        return [k.decode()[len(prefix):] async for k in self._scan(prefix + "*")]
+
+    async def trip_realtime(self, feed_id: str, key: str) -> bytes | None:
+        value = await self._call("hget", _feed(feed_id, "rt:trips"), key)
+        return None if value is None else bytes(value)
+
+    async def trip_realtime_keys(self, feed_id: str) -> list[str]:
+        return [k.decode() for k in await self._call("hkeys", _feed(feed_id, "rt:trips"))]
+
+    async def realtime_blob(self, feed_id: str, kind: str) -> bytes | None:
+        value = await self._call("get", _feed(feed_id, f"rt:{kind}"))
+        return None if value is None else bytes(value)
+
+    async def hold_lease(self, name: str, owner: str, ttl_ms: int) -> bool:
+        """Take or renew a lease (``tg:lease:<name>``); True while this owner holds it."""
+        key = f"tg:lease:{name}"
+        if await self._call("set", key, owner, nx=True, px=ttl_ms):
+            return True
+        holder = await self._call("get", key)
+        if holder is not None and holder.decode() == owner:
+            await self._call("pexpire", key, ttl_ms)
+            return True
+        return False
 
     # --- API keys --------------------------------------------------------------------------
     async def put_key(self, key_id: str, record: dict[str, str]) -> None:

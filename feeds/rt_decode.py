@@ -1,0 +1,244 @@
+"""Decoding GTFS-Realtime: bytes → FeedMessage (protobuf) → FeedSnapshot (our types).
+
+The one place that imports the generated protobuf classes. A body that is empty, is not a
+FeedMessage or has no usable header raises RealtimeRejected with a stable code; the caller keeps
+the last good snapshot.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from google.protobuf import json_format
+from google.protobuf.message import DecodeError
+from google.transit import gtfs_realtime_pb2 as pb
+
+from feeds.errors import FeedError
+from feeds.rt_model import (
+    Alert,
+    FeedSnapshot,
+    InformedEntity,
+    StopTimeEvent,
+    StopTimeUpdate,
+    TripDescriptor,
+    TripProperties,
+    TripUpdate,
+    VehiclePosition,
+)
+
+MAX_FUTURE_S = 60
+
+
+class RealtimeRejected(FeedError):
+    """A realtime body refused whole. Codes: empty_body, not_a_feed_message, missing_header,
+    timestamp_regressed, timestamp_in_future, timestamp_not_posix, differential_unsupported."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def parse_message(body: bytes) -> Any:
+    if not body:
+        # upb parses b"" into an empty FeedMessage without complaint: refuse it here.
+        raise RealtimeRejected("empty_body", "the realtime body is empty")
+    message = pb.FeedMessage()
+    try:
+        message.ParseFromString(body)
+    except DecodeError as exc:
+        raise RealtimeRejected("not_a_feed_message",
+                               f"not a GTFS-Realtime FeedMessage: {exc}") from exc
+    return message
+
+
+def parse_json_message(text: str | bytes) -> Any:
+    """The protobuf JSON mapping (either field-name style), as some agencies and tests use."""
+    try:
+        return json_format.Parse(text, pb.FeedMessage(), ignore_unknown_fields=True)
+    except json_format.ParseError as exc:
+        raise RealtimeRejected("not_a_feed_message", f"not a FeedMessage in JSON: {exc}") from exc
+
+
+def _opt(msg: Any, name: str) -> Any:
+    return getattr(msg, name) if msg.HasField(name) else None
+
+
+def _enum(msg: Any, name: str, enum: Any) -> str | None:
+    return str(enum.Name(getattr(msg, name))) if msg.HasField(name) else None
+
+
+def _event(msg: Any) -> StopTimeEvent:
+    return StopTimeEvent(time=_opt(msg, "time"), delay=_opt(msg, "delay"))
+
+
+def _trip(msg: Any) -> TripDescriptor:
+    rel = pb.TripDescriptor.ScheduleRelationship
+    return TripDescriptor(
+        trip_id=_opt(msg, "trip_id"),
+        route_id=_opt(msg, "route_id"),
+        direction_id=_opt(msg, "direction_id"),
+        start_date=_opt(msg, "start_date"),
+        start_time=_opt(msg, "start_time"),
+        relationship=_enum(msg, "schedule_relationship", rel) or "SCHEDULED",
+    )
+
+
+def _translated(msg: Any) -> dict[str, str]:
+    return {t.language or "": t.text for t in msg.translation}
+
+
+def _trip_update(entity_id: str, tu: Any) -> TripUpdate:
+    stu_rel = pb.TripUpdate.StopTimeUpdate.ScheduleRelationship
+    updates = tuple(
+        StopTimeUpdate(
+            stop_sequence=_opt(u, "stop_sequence"),
+            stop_id=_opt(u, "stop_id"),
+            arrival=_event(u.arrival) if u.HasField("arrival") else None,
+            departure=_event(u.departure) if u.HasField("departure") else None,
+            relationship=_enum(u, "schedule_relationship", stu_rel) or "SCHEDULED",
+        )
+        for u in tu.stop_time_update
+    )
+    props = None
+    if tu.HasField("trip_properties"):
+        p = tu.trip_properties
+        props = TripProperties(_opt(p, "trip_id"), _opt(p, "start_date"), _opt(p, "start_time"))
+    return TripUpdate(
+        entity_id=entity_id,
+        trip=_trip(tu.trip),
+        updates=updates,
+        vehicle_id=(_opt(tu.vehicle, "id") or None) if tu.HasField("vehicle") else None,
+        timestamp=_opt(tu, "timestamp"),
+        delay=_opt(tu, "delay"),
+        properties=props,
+    )
+
+
+def _vehicle(entity_id: str, v: Any) -> VehiclePosition:
+    pos = v.position if v.HasField("position") else None
+    status = pb.VehiclePosition.VehicleStopStatus
+    return VehiclePosition(
+        entity_id=entity_id,
+        vehicle_id=(_opt(v.vehicle, "id") or None) if v.HasField("vehicle") else None,
+        label=(_opt(v.vehicle, "label") or None) if v.HasField("vehicle") else None,
+        trip=_trip(v.trip) if v.HasField("trip") else None,
+        lat=pos.latitude if pos is not None else None,
+        lon=pos.longitude if pos is not None else None,
+        bearing=_opt(pos, "bearing") if pos is not None else None,
+        speed=_opt(pos, "speed") if pos is not None else None,
+        timestamp=_opt(v, "timestamp"),
+        stop_id=_opt(v, "stop_id"),
+        current_stop_sequence=_opt(v, "current_stop_sequence"),
+        current_status=_enum(v, "current_status", status),
+    )
+
+
+def _alert(entity_id: str, a: Any) -> Alert:
+    periods = tuple((_opt(p, "start"), _opt(p, "end")) for p in a.active_period)
+    informed = tuple(
+        InformedEntity(
+            agency_id=_opt(e, "agency_id"),
+            route_id=_opt(e, "route_id"),
+            route_type=_opt(e, "route_type"),
+            direction_id=_opt(e, "direction_id"),
+            trip_id=_opt(e.trip, "trip_id") if e.HasField("trip") else None,
+            stop_id=_opt(e, "stop_id"),
+        )
+        for e in a.informed_entity
+    )
+    return Alert(
+        alert_id=entity_id,
+        active_periods=periods,
+        informed=informed,
+        cause=_enum(a, "cause", pb.Alert.Cause),
+        effect=_enum(a, "effect", pb.Alert.Effect),
+        severity=_enum(a, "severity_level", pb.Alert.SeverityLevel),
+        header=_translated(a.header_text) if a.HasField("header_text") else {},
+        description=_translated(a.description_text) if a.HasField("description_text") else {},
+        url=_translated(a.url) if a.HasField("url") else {},
+    )
+
+
+def to_snapshot(message: Any, version: str) -> FeedSnapshot:
+    header = message.header
+    if not header.HasField("gtfs_realtime_version"):
+        raise RealtimeRejected("missing_header", "the FeedMessage has no header version")
+    incrementality = pb.FeedHeader.Incrementality.Name(header.incrementality)
+    trip_updates: list[TripUpdate] = []
+    vehicles: list[VehiclePosition] = []
+    alerts: list[Alert] = []
+    for entity in message.entity:
+        if entity.is_deleted:
+            continue
+        if entity.HasField("trip_update"):
+            trip_updates.append(_trip_update(entity.id, entity.trip_update))
+        if entity.HasField("vehicle"):
+            vehicles.append(_vehicle(entity.id, entity.vehicle))
+        if entity.HasField("alert"):
+            alerts.append(_alert(entity.id, entity.alert))
+    return FeedSnapshot(
+        timestamp=_opt(header, "timestamp"),
+        incrementality=incrementality,
+        version=version,
+        trip_updates=tuple(trip_updates),
+        vehicles=tuple(vehicles),
+        alerts=tuple(alerts),
+    )
+
+
+def check_header(snapshot: FeedSnapshot, now: float, previous_timestamp: int | None) -> None:
+    """Refuse a snapshot whose header cannot be trusted. Raises RealtimeRejected."""
+    ts = snapshot.timestamp
+    if snapshot.incrementality != "FULL_DATASET":
+        raise RealtimeRejected("differential_unsupported",
+                               "DIFFERENTIAL feeds are not supported; publish FULL_DATASET")
+    if ts is None or ts <= 0:
+        raise RealtimeRejected("missing_header", "the FeedMessage header has no timestamp")
+    if ts > 10_000_000_000:
+        raise RealtimeRejected("timestamp_not_posix",
+                               f"header timestamp {ts} is not POSIX seconds (milliseconds?)")
+    if ts > now + MAX_FUTURE_S:
+        raise RealtimeRejected("timestamp_in_future",
+                               f"header timestamp is {int(ts - now)} s in the future")
+    if previous_timestamp is not None and ts < previous_timestamp:
+        raise RealtimeRejected("timestamp_regressed",
+                               f"header timestamp {ts} is older than the previous "
+                               f"{previous_timestamp}")
+
+
+def decode(body: bytes, version: str, now: float,
+           previous_timestamp: int | None = None) -> FeedSnapshot:
+    snapshot = to_snapshot(parse_message(body), version)
+    check_header(snapshot, now, previous_timestamp)
+    return snapshot
+
+
+def restamp(body: bytes, shift: int) -> bytes:
+    """The same FeedMessage with every timestamp moved by ``shift`` seconds (replays of
+    recorded feeds: delays and order stay as recorded, the instants follow the replay clock)."""
+    message = parse_message(body)
+    if message.header.HasField("timestamp"):
+        message.header.timestamp += shift
+    for entity in message.entity:
+        if entity.HasField("trip_update"):
+            tu = entity.trip_update
+            if tu.HasField("timestamp"):
+                tu.timestamp += shift
+            for u in tu.stop_time_update:
+                for event in (u.arrival, u.departure):
+                    if event.HasField("time"):
+                        event.time += shift
+        if entity.HasField("vehicle") and entity.vehicle.HasField("timestamp"):
+            entity.vehicle.timestamp += shift
+        if entity.HasField("alert"):
+            for period in entity.alert.active_period:
+                if period.HasField("start"):
+                    period.start += shift
+                if period.HasField("end"):
+                    period.end += shift
+    return bytes(message.SerializeToString())
+
+
+def header_timestamp(body: bytes) -> int | None:
+    message = parse_message(body)
+    return int(message.header.timestamp) if message.header.HasField("timestamp") else None
