@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from bench import ingest
+from bench import ingest, realtime
 from bench.common import print_table
 
 
@@ -12,6 +12,8 @@ def main() -> None:
     rows = []
     print("ingest benchmark (5 interleaved rounds)...", file=sys.stderr)
     rows += ingest.run()
+    print("realtime benchmarks (interleaved rounds)...", file=sys.stderr)
+    rows += realtime.run()
     print()
     print_table(rows)
 

@@ -7,6 +7,7 @@ the last good snapshot.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from google.protobuf import json_format
@@ -67,10 +68,6 @@ def _enum(msg: Any, name: str, enum: Any) -> str | None:
     return str(enum.Name(getattr(msg, name))) if msg.HasField(name) else None
 
 
-def _event(msg: Any) -> StopTimeEvent:
-    return StopTimeEvent(time=_opt(msg, "time"), delay=_opt(msg, "delay"))
-
-
 def _trip(msg: Any) -> TripDescriptor:
     rel = pb.TripDescriptor.ScheduleRelationship
     return TripDescriptor(
@@ -87,18 +84,37 @@ def _translated(msg: Any) -> dict[str, str]:
     return {t.language or "": t.text for t in msg.translation}
 
 
+_STU_REL = {v.number: v.name for v in
+            pb.TripUpdate.StopTimeUpdate.ScheduleRelationship.DESCRIPTOR.values}
+
+
+def _updates(tu: Any) -> tuple[StopTimeUpdate, ...]:
+    """The hot loop of decoding (one pass per StopTimeUpdate): written flat on purpose."""
+    out: list[StopTimeUpdate] = []
+    append = out.append
+    for u in tu.stop_time_update:
+        has = u.HasField
+        arrival = departure = None
+        if has("arrival"):
+            a = u.arrival
+            arrival = StopTimeEvent(a.time if a.HasField("time") else None,
+                                    a.delay if a.HasField("delay") else None)
+        if has("departure"):
+            d = u.departure
+            departure = StopTimeEvent(d.time if d.HasField("time") else None,
+                                      d.delay if d.HasField("delay") else None)
+        append(StopTimeUpdate(
+            u.stop_sequence if has("stop_sequence") else None,
+            u.stop_id if has("stop_id") else None,
+            arrival,
+            departure,
+            _STU_REL[u.schedule_relationship] if has("schedule_relationship") else "SCHEDULED",
+        ))
+    return tuple(out)
+
+
 def _trip_update(entity_id: str, tu: Any) -> TripUpdate:
-    stu_rel = pb.TripUpdate.StopTimeUpdate.ScheduleRelationship
-    updates = tuple(
-        StopTimeUpdate(
-            stop_sequence=_opt(u, "stop_sequence"),
-            stop_id=_opt(u, "stop_id"),
-            arrival=_event(u.arrival) if u.HasField("arrival") else None,
-            departure=_event(u.departure) if u.HasField("departure") else None,
-            relationship=_enum(u, "schedule_relationship", stu_rel) or "SCHEDULED",
-        )
-        for u in tu.stop_time_update
-    )
+    updates = _updates(tu)
     props = None
     if tu.HasField("trip_properties"):
         p = tu.trip_properties
@@ -184,6 +200,41 @@ def to_snapshot(message: Any, version: str) -> FeedSnapshot:
         vehicles=tuple(vehicles),
         alerts=tuple(alerts),
     )
+
+
+def entity_trip_updates(body: bytes, now: float, previous_timestamp: int | None,
+                        known: dict[str, bytes]) -> tuple[FeedSnapshot,
+                                                          list[tuple[str, bytes,
+                                                                     TripUpdate | None]]]:
+    """Decode only the trip-update entities whose bytes differ from ``known``.
+
+    Returns the header (as an entity-less snapshot) and, per trip-update entity in feed order,
+    (key, its bytes, its TripUpdate — or None when the bytes equal ``known[key]``, so the
+    caller reuses what it made of them last time). Keys are entity ids, made unique by order.
+    """
+    message = parse_message(body)
+    header = to_snapshot(_header_only(message), hashlib.sha256(body).hexdigest()[:16])
+    check_header(header, now, previous_timestamp)
+    out: list[tuple[str, bytes, TripUpdate | None]] = []
+    seen: dict[str, int] = {}
+    for entity in message.entity:
+        if entity.is_deleted or not entity.HasField("trip_update"):
+            continue
+        n = seen.get(entity.id, 0)
+        seen[entity.id] = n + 1
+        key = entity.id if n == 0 else f"{entity.id}#{n}"
+        raw = entity.SerializeToString()
+        if known.get(key) == raw:
+            out.append((key, raw, None))
+        else:
+            out.append((key, raw, _trip_update(entity.id, entity.trip_update)))
+    return header, out
+
+
+def _header_only(message: Any) -> Any:
+    copy = pb.FeedMessage()
+    copy.header.CopyFrom(message.header)
+    return copy
 
 
 def check_header(snapshot: FeedSnapshot, now: float, previous_timestamp: int | None) -> None:

@@ -298,13 +298,13 @@ def merge_trip_updates(index: ScheduleIndex, updates: tuple[TripUpdate, ...],
     for tu in updates:
         result.total += 1
         try:
-            _merge_one(index, tu, now, result)
+            merge_one(index, tu, now, result)
         except Reject as reject:
             result.rejected[reject.code] += 1
     return result
 
 
-def _merge_one(index: ScheduleIndex, tu: TripUpdate, now: float, result: MergeResult) -> None:
+def merge_one(index: ScheduleIndex, tu: TripUpdate, now: float, result: MergeResult) -> None:
     td = tu.trip
     if tu.timestamp is not None and not 0 < tu.timestamp < MAX_POSIX:
         raise Reject("timestamp_not_posix")  # E001

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 
-@dataclass(frozen=True, slots=True)
-class StopTimeEvent:
+# The two most numerous records (a big city's feed has ~100k of them) are NamedTuples: a frozen
+# dataclass's __init__ costs several times more, and decoding is dominated by building these.
+class StopTimeEvent(NamedTuple):
     time: int | None = None  # absolute POSIX seconds; wins over delay
     delay: int | None = None  # seconds, relative to the schedule
 
 
-@dataclass(frozen=True, slots=True)
-class StopTimeUpdate:
+class StopTimeUpdate(NamedTuple):
     stop_sequence: int | None
     stop_id: str | None
     arrival: StopTimeEvent | None

@@ -13,6 +13,7 @@ of a trip not in the schedule (ADDED, or a DUPLICATED copy) and carries what a b
 
 from __future__ import annotations
 
+import operator
 from collections import defaultdict
 from typing import Any
 
@@ -28,6 +29,15 @@ K_ROUTE, K_HEADSIGN, K_DIRECTION, K_SCHEDULED = range(10, 14)
 
 def build_overlays(index: ScheduleIndex, merged: MergeResult) -> dict[str, bytes]:
     """stop_id → overlay bytes, for every stop that has realtime records."""
+    return {stop: render(records) for stop, records in overlay_records(index, merged).items()}
+
+
+def render(records: list[Record]) -> bytes:
+    return orjson.dumps(sorted(records, key=_order))
+
+
+def overlay_records(index: ScheduleIndex, merged: MergeResult) -> dict[str, list[Record]]:
+    """stop_id → that stop's realtime records."""
     per_stop: dict[int, list[Record]] = defaultdict(list)
     st = index.stop_times
     trip_ids = index.trips.ids
@@ -51,12 +61,10 @@ def build_overlays(index: ScheduleIndex, merged: MergeResult) -> dict[str, bytes
                  added.vehicle_id, added.route_id, added.headsign, added.direction_id,
                  a.scheduled])
     stop_ids = index.stops.ids
-    return {stop_ids[stop]: orjson.dumps(sorted(records, key=_order))
-            for stop, records in per_stop.items()}
+    return {stop_ids[stop]: records for stop, records in per_stop.items()}
 
 
-def _order(record: Record) -> tuple[str, int, int, int]:
-    return (record[K_TRIP], record[K_DATE], record[K_RUN], record[K_SEQ])
+_order = operator.itemgetter(K_TRIP, K_DATE, K_RUN, K_SEQ)
 
 
 def changed_stops(old: dict[str, bytes], new: dict[str, bytes]) -> tuple[dict[str, bytes],

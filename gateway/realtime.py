@@ -21,11 +21,16 @@ import orjson
 
 from feeds.errors import FeedError
 from feeds.rt_alerts import alert_json
-from feeds.rt_decode import RealtimeRejected, check_header, parse_message, to_snapshot
+from feeds.rt_decode import (
+    RealtimeRejected,
+    check_header,
+    entity_trip_updates,
+    parse_message,
+    to_snapshot,
+)
 from feeds.rt_fetch import fetch_realtime
-from feeds.rt_merge import merge_trip_updates
+from feeds.rt_incremental import IncrementalMerger
 from feeds.rt_model import FeedSnapshot
-from feeds.rt_overlay import build_overlays, changed_stops, trip_realtime_records
 from feeds.rt_vehicles import process_vehicles
 from feeds.schedule import ScheduleIndex
 from gateway.catalog import FeedCatalog
@@ -48,9 +53,10 @@ class RealtimeFeed:
         self.feed_id = feed_id
         self.clock = clock
         self.overlays: dict[str, bytes] | None = None  # None: not yet synced with the store
-        self.trips: dict[str, bytes] = {}
         self.timestamps: dict[str, int] = {}
         self.meta: dict[str, dict[str, Any]] = {}
+        self.merger: IncrementalMerger | None = None
+        self.stored_trips: dict[str, bytes] = {}
         self._lock = asyncio.Lock()
 
     async def _sync(self) -> None:
@@ -58,7 +64,7 @@ class RealtimeFeed:
         ones left by a previous process are deleted rather than served."""
         if self.overlays is None:
             self.overlays = {s: b"" for s in await self.store.stop_overlay_ids(self.feed_id)}
-            self.trips = {k: b"" for k in await self.store.trip_realtime_keys(self.feed_id)}
+            self.stored_trips = {k: b"" for k in await self.store.trip_realtime_keys(self.feed_id)}
             for kind, meta in (await self.store.realtime_meta(self.feed_id)).items():
                 self.meta[kind] = meta
                 if meta.get("timestamp"):
@@ -75,11 +81,15 @@ class RealtimeFeed:
             meta["fetched_at"] = iso_utc(now)
             try:
                 started = time.perf_counter()
-                snapshot = await asyncio.to_thread(self._decode, body, now, kind)
                 if index is None:
+                    parse_message(body)  # a broken body is reported as such first
                     raise RealtimeRejected("static_not_loaded",
                                            "the feed has no static version to merge onto")
-                await self._publish(kind, snapshot, index, meta, started)
+                if kind == "trip_updates":
+                    await self._trip_updates(body, index, meta, now, started)
+                else:
+                    snapshot = await asyncio.to_thread(self._decode, body, now, kind)
+                    await self._publish(kind, snapshot, index, meta)
             except FeedError as exc:
                 meta["last_error"] = {"code": exc.code, "message": exc.message,
                                       "at": iso_utc(now)}
@@ -94,28 +104,40 @@ class RealtimeFeed:
         check_header(snapshot, now, self.timestamps.get(kind))
         return snapshot
 
+    async def _trip_updates(self, body: bytes, index: ScheduleIndex, meta: dict[str, Any],
+                            now: float, started: float) -> None:
+        """Only entities whose bytes changed are decoded and merged; only stops whose overlay
+        bytes changed are written."""
+        existing = None
+        if self.merger is None or self.merger.index is not index:
+            self.merger = IncrementalMerger(index)
+            self.merger.trip_bytes = dict(self.stored_trips)
+            existing = self.overlays
+        merger = self.merger
+        header, entities = await asyncio.to_thread(
+            entity_trip_updates, body, now, self.timestamps.get("trip_updates"),
+            merger.known(now))
+        delta = await asyncio.to_thread(merger.apply, entities, now, existing)
+        meta.update(version=header.version, timestamp=header.timestamp,
+                    entities=len(entities), last_error=None, matched=delta.matched,
+                    total=delta.total, match_rate=delta.match_rate,
+                    rejected=dict(delta.rejected), flagged=dict(delta.flagged),
+                    recomputed=delta.recomputed,
+                    changed_stops=len(delta.stop_writes) + len(delta.stop_deletes),
+                    merge_ms=round((time.perf_counter() - started) * 1000, 1))
+        await self.store.publish_realtime(self.feed_id, "trip_updates", meta,
+                                          delta.stop_writes, delta.stop_deletes,
+                                          delta.trip_writes, delta.trip_deletes)
+        self.overlays = dict(merger.stop_bytes)
+        if header.timestamp is not None:
+            self.timestamps["trip_updates"] = header.timestamp
+        self.meta["trip_updates"] = meta
+
     async def _publish(self, kind: str, snapshot: FeedSnapshot, index: ScheduleIndex,
-                       meta: dict[str, Any], started: float) -> None:
-        now = self.clock.now()
+                       meta: dict[str, Any]) -> None:
         meta.update(version=snapshot.version, timestamp=snapshot.timestamp,
                     entities=snapshot.entity_count, last_error=None)
-        if kind == "trip_updates":
-            merged = await asyncio.to_thread(merge_trip_updates, index, snapshot.trip_updates,
-                                             now)
-            overlays = await asyncio.to_thread(build_overlays, index, merged)
-            trips = await asyncio.to_thread(trip_realtime_records, index, merged)
-            assert self.overlays is not None
-            stop_writes, stop_deletes = changed_stops(self.overlays, overlays)
-            trip_writes, trip_deletes = changed_stops(self.trips, trips)
-            meta.update(matched=merged.matched, total=merged.total,
-                        match_rate=merged.match_rate, rejected=dict(merged.rejected),
-                        flagged=dict(merged.flagged), changed_stops=len(stop_writes)
-                        + len(stop_deletes), merge_ms=round((time.perf_counter() - started)
-                                                            * 1000, 1))
-            await self.store.publish_realtime(self.feed_id, kind, meta, stop_writes,
-                                              stop_deletes, trip_writes, trip_deletes)
-            self.overlays, self.trips = overlays, trips
-        elif kind == "vehicle_positions":
+        if kind == "vehicle_positions":
             result = process_vehicles(index, snapshot.vehicles)
             meta.update(matched=len(result.vehicles), total=result.total,
                         match_rate=result.match_rate, rejected=dict(result.rejected))
