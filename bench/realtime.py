@@ -30,9 +30,7 @@ PEAK = "2026-05-05T08:00:00-04:00"
 
 
 def decode_rows(rounds: int = 7) -> list[Row]:
-    from feeds.rt_decode import decode
-
-    from feeds.rt_decode import entity_trip_updates
+    from feeds.rt_decode import decode, entity_trip_updates
 
     body = MTA_BUS.read_bytes()
     bare: list[float] = []
