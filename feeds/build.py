@@ -120,6 +120,7 @@ def build_index(feed: Any, feed_id: str, version: str,
         short_names=_str_list(rdf, "route_short_name"),
         long_names=_str_list(rdf, "route_long_name"),
         types=_int_column(rdf, "route_type", 3, np.int32),
+        agency=_str_list(rdf, "agency_id"),
     )
 
     # --- services and trips

@@ -38,22 +38,27 @@ class AlertIndex:
         return [a for a in self.alerts if _active(a, now)]
 
     def matching(self, now: float, stop_ids: Iterable[str] = (), route_id: str | None = None,
-                 trip_id: str | None = None) -> list[dict[str, Any]]:
-        """Alerts whose informed entity selects this stop, route or trip. An entity with several
-        fields selects only what matches all of them; one with only an agency selects all."""
+                 trip_id: str | None = None, agency_id: str | None = None,
+                 direction_id: int | None = None, route_type: int | None = None
+                 ) -> list[dict[str, Any]]:
+        """Alerts with an informed entity that selects this departure: every field the entity
+        names must match (so an entity naming only an agency selects all of its departures,
+        one naming a route and a stop selects that route at that stop). A departure field that
+        is unknown (None) does not exclude."""
         stops = set(stop_ids)
+        here = {"route_id": route_id, "trip_id": trip_id, "agency_id": agency_id,
+                "direction_id": direction_id, "route_type": route_type}
         out = []
         for a in self.active(now):
             for e in a["informed_entities"]:
-                keys = set(e) - {"agency_id", "route_type", "direction_id"}
-                if not keys and "agency_id" in e:
-                    out.append(a)
-                    break
-                if not keys:
+                if not e:
                     continue
-                if ("stop_id" in e and e["stop_id"] not in stops) \
-                        or ("route_id" in e and e["route_id"] != route_id) \
-                        or ("trip_id" in e and e["trip_id"] != trip_id):
+                if "stop_id" in e and e["stop_id"] not in stops:
+                    continue
+                if any(key in e and value is not None and e[key] != value
+                       for key, value in here.items()):
+                    continue
+                if ("route_id" in e and route_id is None) or ("trip_id" in e and trip_id is None):
                     continue
                 out.append(a)
                 break

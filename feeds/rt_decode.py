@@ -149,19 +149,24 @@ def _vehicle(entity_id: str, v: Any) -> VehiclePosition:
     )
 
 
+def _informed(e: Any) -> InformedEntity:
+    """An informed entity; a route or direction given inside its trip descriptor (as MTA
+    does) counts as the entity's own, or the alert would widen to the whole agency."""
+    trip = e.trip if e.HasField("trip") else None
+    return InformedEntity(
+        agency_id=_opt(e, "agency_id"),
+        route_id=_opt(e, "route_id") or (_opt(trip, "route_id") if trip is not None else None),
+        route_type=_opt(e, "route_type"),
+        direction_id=_opt(e, "direction_id") if e.HasField("direction_id") else (
+            _opt(trip, "direction_id") if trip is not None else None),
+        trip_id=_opt(trip, "trip_id") if trip is not None else None,
+        stop_id=_opt(e, "stop_id"),
+    )
+
+
 def _alert(entity_id: str, a: Any) -> Alert:
     periods = tuple((_opt(p, "start"), _opt(p, "end")) for p in a.active_period)
-    informed = tuple(
-        InformedEntity(
-            agency_id=_opt(e, "agency_id"),
-            route_id=_opt(e, "route_id"),
-            route_type=_opt(e, "route_type"),
-            direction_id=_opt(e, "direction_id"),
-            trip_id=_opt(e.trip, "trip_id") if e.HasField("trip") else None,
-            stop_id=_opt(e, "stop_id"),
-        )
-        for e in a.informed_entity
-    )
+    informed = tuple(_informed(e) for e in a.informed_entity)
     return Alert(
         alert_id=entity_id,
         active_periods=periods,

@@ -108,7 +108,11 @@ def _status(delay: int | None) -> str:
 
 
 def _check_event(event: StopTimeEvent | None) -> None:
-    if event is not None and event.time is not None and not 0 < event.time < MAX_POSIX:
+    if event is None:
+        return
+    if event.time is None and event.delay is None:
+        raise Reject("empty_stop_time_event")  # E044: an arrival/departure with no time/delay
+    if event.time is not None and not 0 < event.time < MAX_POSIX:
         raise Reject("timestamp_not_posix")
 
 
@@ -133,7 +137,7 @@ def _check_updates(updates: tuple[StopTimeUpdate, ...],
         _check_event(u.departure)
         has_times = u.arrival is not None or u.departure is not None
         if u.relationship == "NO_DATA" and has_times:
-            raise Reject("times_with_no_data")  # E044
+            raise Reject("times_with_no_data")  # E042
         if u.relationship == "SCHEDULED" and not has_times:
             flagged["missing_stop_time_event"] += 1  # E043
             continue
@@ -191,7 +195,15 @@ def _run_start(index: ScheduleIndex, trip: int, start_time: str | None) -> int:
         secs = parse_time(start_time)
     except ValueError:
         raise Reject("bad_start_time") from None  # E020
-    return secs if frequency_based else -1
+    if frequency_based:
+        return secs
+    # For a timetabled trip the start time may only restate the first scheduled departure.
+    st = index.stop_times
+    lo = int(st.offsets[trip])
+    first = int(st.departure[lo]) if st.departure[lo] != NO_TIME else int(st.arrival[lo])
+    if secs != first:
+        raise Reject("start_time_mismatch")  # E020 (a value that names no instance)
+    return -1
 
 
 def _rows_of(index: ScheduleIndex, trip: int, updates: tuple[StopTimeUpdate, ...]
@@ -321,7 +333,11 @@ def merge_one(index: ScheduleIndex, tu: TripUpdate, now: float, result: MergeRes
     if trip is None:
         raise Reject("trip_not_found")  # E003
     if td.relationship == "DUPLICATED":
-        result.added.append(_duplicated_trip(index, tu, trip, result))
+        copy = _duplicated_trip(index, tu, trip, result)
+        if any(a.trip_id == copy.trip_id and a.service_date == copy.service_date
+               for a in result.added):
+            raise Reject("duplicate_trip_instance")
+        result.added.append(copy)
         return
     day = _service_date(index, trip, td.start_date, now)
     run_start = _run_start(index, trip, td.start_time)
@@ -339,7 +355,7 @@ def merge_one(index: ScheduleIndex, tu: TripUpdate, now: float, result: MergeRes
     rows = _rows_of(index, trip, tu.updates)
     sched_arr, sched_dep = _scheduled(index, trip, day, run_start)
     by_pos = {row - lo: u for row, u in rows}
-    stops_rt = propagate(sched_arr, sched_dep, by_pos, tu.delay if not tu.updates else None)
+    stops_rt = propagate(sched_arr, sched_dep, by_pos, tu.delay)
     result.trips[key] = TripRealtime(trip, day, run_start, "scheduled", tu.vehicle_id,
                                      {lo + k: v for k, v in stops_rt.items()}, tu.timestamp)
 
@@ -399,7 +415,7 @@ def _duplicated_trip(index: ScheduleIndex, tu: TripUpdate, template: int,
     st = index.stop_times
     lo, hi = int(st.offsets[template]), int(st.offsets[template + 1])
     by_pos = {row - lo: u for row, u in rows}
-    rt = propagate(sched_arr, sched_dep, by_pos, tu.delay if not tu.updates else None)
+    rt = propagate(sched_arr, sched_dep, by_pos, tu.delay)
     stops = []
     for k in range(hi - lo):
         s = rt.get(k)

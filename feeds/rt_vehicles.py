@@ -74,7 +74,9 @@ def process_vehicles(index: ScheduleIndex, positions: tuple[VehiclePosition, ...
 def _problem(index: ScheduleIndex, v: VehiclePosition) -> str | None:
     if v.lat is None or v.lon is None:
         return "missing_position"
-    if not (-90 <= v.lat <= 90 and -180 <= v.lon <= 180) or (v.lat == 0 and v.lon == 0):
+    # Exactly 0 is how broken AVL units report "no fix"; no served stop sits on the equator
+    # or the prime meridian to the last decimal.
+    if not (-90 <= v.lat <= 90 and -180 <= v.lon <= 180) or v.lat == 0 or v.lon == 0:
         return "bad_position"  # E026
     if v.timestamp is not None and not 0 < v.timestamp < MAX_POSIX:
         return "timestamp_not_posix"

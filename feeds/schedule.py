@@ -56,6 +56,7 @@ class Routes:
     short_names: list[str | None]
     long_names: list[str | None]
     types: I32
+    agency: list[str | None]
     index_of: dict[str, int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
