@@ -18,6 +18,7 @@ from feeds.schedule import (
     Frequencies,
     Routes,
     ScheduleIndex,
+    Shapes,
     Stops,
     StopTimes,
     Trips,
@@ -126,12 +127,16 @@ def build_index(feed: Any, feed_id: str, version: str,
     # --- services and trips
     service_ids, calendar = build_calendar(feed)
     tdf = feed.trips
+    shapes, shape_ids = _shapes(feed)
     trips = Trips(
         ids=[str(t) for t in tdf["trip_id"].tolist()],
         route=_index_of(routes.ids, tdf["route_id"]),
         service=_index_of(service_ids, tdf["service_id"]),
         headsign=_str_list(tdf, "trip_headsign"),
         direction=_int_column(tdf, "direction_id", -1, np.int8),
+        shape=(_index_of(shape_ids, tdf["shape_id"].fillna("\0"))
+               if "shape_id" in tdf.columns and shape_ids
+               else np.full(len(tdf), -1, dtype=np.int32)),
     )
 
     # --- stop times, sorted by (trip, stop_sequence)
@@ -225,9 +230,25 @@ def build_index(feed: Any, feed_id: str, version: str,
     return ScheduleIndex(
         feed_id=feed_id, version=version, agency_name=agency_name, timezone=timezone,
         calendar=calendar, service_ids=service_ids, stops=stops, routes=routes, trips=trips,
-        stop_times=stop_times, departures=departures, frequencies=frequencies,
+        stop_times=stop_times, departures=departures, frequencies=frequencies, shapes=shapes,
         headsigns=headsigns, max_time=max_time,
     )
+
+
+def _shapes(feed: Any) -> tuple[Shapes, list[str]]:
+    sdf = getattr(feed, "shapes", None)
+    if sdf is None or len(sdf) == 0 or not {"shape_id", "shape_pt_lat", "shape_pt_lon",
+                                            "shape_pt_sequence"} <= set(sdf.columns):
+        empty = np.zeros(0, dtype=np.float64)
+        return Shapes(offsets=np.zeros(1, dtype=np.int64), lat=empty, lon=empty), []
+    codes, uniques = pd.factorize(sdf["shape_id"])
+    seq = pd.to_numeric(sdf["shape_pt_sequence"], errors="coerce").fillna(0).to_numpy(np.int64)
+    order = np.lexsort((seq, codes))
+    codes = codes[order]
+    lat = pd.to_numeric(sdf["shape_pt_lat"], errors="coerce").to_numpy(np.float64)[order]
+    lon = pd.to_numeric(sdf["shape_pt_lon"], errors="coerce").to_numpy(np.float64)[order]
+    offsets = np.searchsorted(codes, np.arange(len(uniques) + 1)).astype(np.int64)
+    return Shapes(offsets=offsets, lat=lat, lon=lon), [str(u) for u in uniques]
 
 
 def _frequencies(feed: Any, trips: Trips) -> Frequencies:

@@ -20,6 +20,7 @@ from feeds.schedule import (
     Frequencies,
     Routes,
     ScheduleIndex,
+    Shapes,
     Stops,
     StopTimes,
     Trips,
@@ -34,6 +35,7 @@ _NESTED: dict[str, type[Any]] = {
     "stop_times": StopTimes,
     "departures": Departures,
     "frequencies": Frequencies,
+    "shapes": Shapes,
 }
 T = TypeVar("T")
 
@@ -75,6 +77,18 @@ def encode_index(index: ScheduleIndex) -> bytes:
 
 
 def decode_index(blob: bytes) -> ScheduleIndex:
+    """Raises CodecError for anything that is not a whole index of this layout."""
+    try:
+        return _decode(blob)
+    except CodecError:
+        raise
+    except (TypeError, KeyError, ValueError, AttributeError, IndexError) as exc:
+        # A damaged blob, or one written by another version of the gateway during a rolling
+        # upgrade: refuse it cleanly so the version already loaded keeps serving.
+        raise CodecError(f"not a schedule index of this layout: {exc!r}") from exc
+
+
+def _decode(blob: bytes) -> ScheduleIndex:
     if not blob.startswith(MAGIC) or len(blob) < len(MAGIC) + 4:
         raise CodecError("not a schedule index blob")
     (hlen,) = struct.unpack_from("<I", blob, len(MAGIC))

@@ -48,6 +48,7 @@ class StaticFeedRejected(FeedError):
 class FeedSourceError(FeedError):
     """The feed source could not be read (network, size limit, timeout, forbidden address)."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, http_status: int | None = None) -> None:
         super().__init__(message)
         self.code = code
+        self.http_status = http_status

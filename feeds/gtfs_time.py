@@ -25,7 +25,7 @@ def parse_time(value: str) -> int:
     """
     text = value.strip()
     parts = text.split(":")
-    if len(parts) != 3 or not all(p.isdigit() for p in parts):
+    if len(parts) != 3 or not all(p.isascii() and p.isdigit() for p in parts):
         raise ValueError(f"not a GTFS time: {value!r}")
     hours, minutes, seconds = (int(p) for p in parts)
     if minutes > 59 or seconds > 59 or len(parts[1]) != 2 or len(parts[2]) != 2:
@@ -77,6 +77,6 @@ def iso_local(instant: float, tz_name: str) -> str:
 def parse_gtfs_date(value: str) -> dt.date:
     """``YYYYMMDD`` → date. Raises ValueError otherwise."""
     text = value.strip()
-    if len(text) != 8 or not text.isdigit():
+    if len(text) != 8 or not (text.isascii() and text.isdigit()):
         raise ValueError(f"not a GTFS date: {value!r}")
     return dt.date(int(text[:4]), int(text[4:6]), int(text[6:]))

@@ -25,18 +25,20 @@ class StaticBuild:
 def build_static(path: Path, feed_id: str, version: str) -> StaticBuild:
     """Validate and index a GTFS zip or directory. Raises StaticFeedRejected with coded problems."""
     problems = check_source(path)
-    if problems:
+    # Ragged rows still read (pandas pads them), so go on and report the tables' problems
+    # too: an operator should learn everything wrong with a feed in one round, not two.
+    if any(p.code != "malformed_csv" for p in problems):
         raise StaticFeedRejected(problems)
     try:
         feed = read_gtfs(path)
     except UnicodeDecodeError as exc:
-        raise StaticFeedRejected([Problem("bad_encoding", f"not UTF-8: {exc}")]) from exc
+        raise StaticFeedRejected([*problems, Problem("bad_encoding", f"not UTF-8: {exc}")]
+                                 ) from exc
     except Exception as exc:
-        raise StaticFeedRejected(
-            [Problem("malformed_csv", f"{type(exc).__name__}: {str(exc).strip()[:300]}")]
-        ) from exc
-    problems = check_feed(feed)
-    if any(p.code in STRUCTURAL for p in problems):
+        raise StaticFeedRejected([*problems, Problem(
+            "malformed_csv", f"{type(exc).__name__}: {str(exc).strip()[:300]}")]) from exc
+    problems += check_feed(feed)
+    if any(p.code in STRUCTURAL or p.code == "malformed_csv" for p in problems):
         raise StaticFeedRejected(problems)
     index = build_index(feed, feed_id, version, problems)
     return StaticBuild(index=index, blob=encode_index(index))

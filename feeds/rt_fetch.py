@@ -16,7 +16,7 @@ from urllib.parse import urlparse
 import aiohttp
 
 from feeds.errors import FeedSourceError
-from feeds.static_source import check_public_host, local_path
+from feeds.static_source import check_public_host, conditional_headers, local_path
 
 CHUNK = 1 << 16
 
@@ -66,6 +66,12 @@ class _Inflater:
             raise FeedSourceError("body_too_large",
                                   f"realtime body is over {self._max} bytes (decompressed)")
 
+    def finish(self) -> None:
+        """A compressed body must end with its stream's end: a connection cut between two
+        entities would otherwise pass for a complete, smaller snapshot."""
+        if self._z is not None and not self._z.eof:
+            raise FeedSourceError("fetch_failed", "the compressed body is truncated")
+
 
 async def fetch_realtime(
     session: aiohttp.ClientSession,
@@ -87,11 +93,8 @@ async def fetch_realtime(
         return RealtimeBody(200, data)
     parsed = urlparse(source)
     await check_public_host(parsed.hostname or "", parsed.port or 443, allow_private)
-    request_headers = {"Accept-Encoding": "gzip, deflate", **(headers or {})}
-    if etag:
-        request_headers["If-None-Match"] = etag
-    if last_modified:
-        request_headers["If-Modified-Since"] = last_modified
+    request_headers = {"Accept-Encoding": "gzip, deflate",
+                       **conditional_headers(headers, etag, last_modified)}
     try:
         async with asyncio.timeout(timeout_s), session.get(
             source, headers=request_headers, allow_redirects=False, auto_decompress=False
@@ -99,14 +102,12 @@ async def fetch_realtime(
             if resp.status == 304:
                 return RealtimeBody(304, None, etag, last_modified)
             if resp.status != 200:
-                raise FeedSourceError("fetch_failed", f"GET {source} answered HTTP {resp.status}")
+                raise FeedSourceError("fetch_failed", f"GET {source} answered HTTP {resp.status}",
+                                      http_status=resp.status)
             inflater = _Inflater(resp.headers.get("Content-Encoding", "").lower(), max_bytes)
             async for chunk in resp.content.iter_chunked(CHUNK):
                 inflater.feed(chunk)
-            try:
-                inflater.feed(b"")
-            except zlib.error as exc:
-                raise FeedSourceError("fetch_failed", f"bad compressed body: {exc}") from exc
+            inflater.finish()
             return RealtimeBody(200, bytes(inflater.out), resp.headers.get("ETag"),
                                 resp.headers.get("Last-Modified"))
     except TimeoutError as exc:

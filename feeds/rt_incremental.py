@@ -62,10 +62,13 @@ class IncrementalMerger:
     def apply(self, entities: list[tuple[str, bytes, TripUpdate | None]], now: float,
               existing_stops: dict[str, bytes] | None = None) -> Delta:
         """Merge a snapshot given as (key, bytes, TripUpdate or None when unchanged)."""
-        if existing_stops is not None:
-            self.stop_bytes = dict(existing_stops)
         delta = Delta()
         touched: set[str] = set()
+        if existing_stops is not None:
+            # What the store holds from before this merger existed (a restart): every such
+            # stop is re-rendered, so overlays of trips that have since gone are deleted.
+            self.stop_bytes = dict(existing_stops)
+            touched.update(existing_stops)
         new_entities: dict[str, EntityOutcome] = {}
         index = self.stop_entities
         for key, raw, update in entities:

@@ -7,17 +7,21 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from feeds.rt_model import VehiclePosition
 from feeds.schedule import ScheduleIndex
 
 MAX_POSIX = 10_000_000_000
-FAR_FROM_TRIP_M = 5_000.0  # farther than this from every stop of its trip: not that trip
+FAR_FROM_TRIP_M = 5_000.0  # farther than this from its trip (shape, else stops): rejected
+FAR_FROM_SHAPE_M = 150.0  # farther than this from its trip's shape: flagged (E029)
 
 
 @dataclass
 class VehicleResult:
     vehicles: list[dict[str, Any]] = field(default_factory=list)
     rejected: Counter[str] = field(default_factory=Counter)
+    flagged: Counter[str] = field(default_factory=Counter)
     total: int = 0
 
     @property
@@ -32,7 +36,35 @@ def _distance_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
     return 2 * 6_371_008.8 * math.asin(math.sqrt(min(1.0, a)))
 
 
+def distance_to_shape_m(index: ScheduleIndex, shape: int, lat: float, lon: float) -> float:
+    """Distance from a point to a shape's polyline, on a local flat projection (metres)."""
+    shapes = index.shapes
+    lo, hi = int(shapes.offsets[shape]), int(shapes.offsets[shape + 1])
+    m_per_deg = 6_371_008.8 * math.pi / 180
+    x = (shapes.lon[lo:hi] - lon) * m_per_deg * math.cos(math.radians(lat))
+    y = (shapes.lat[lo:hi] - lat) * m_per_deg
+    if hi - lo == 1:
+        return float(np.hypot(x[0], y[0]))
+    ax, ay, bx, by = x[:-1], y[:-1], x[1:], y[1:]
+    dx, dy = bx - ax, by - ay
+    length2 = dx * dx + dy * dy
+    t = np.clip(-(ax * dx + ay * dy) / np.where(length2 > 0, length2, 1.0), 0.0, 1.0)
+    return float(np.min(np.hypot(ax + t * dx, ay + t * dy)))
+
+
+def off_shape_m(index: ScheduleIndex, trip: int, lat: float, lon: float) -> float | None:
+    """How far the position is from its trip's shape, or None when the trip has no shape."""
+    shape = int(index.trips.shape[trip])
+    if shape < 0 or index.shapes.offsets[shape + 1] <= index.shapes.offsets[shape]:
+        return None
+    return distance_to_shape_m(index, shape, lat, lon)
+
+
 def _near_trip(index: ScheduleIndex, trip: int, lat: float, lon: float) -> bool:
+    """Within FAR_FROM_TRIP_M of the trip's shape, or of one of its stops when it has none."""
+    off = off_shape_m(index, trip, lat, lon)
+    if off is not None:
+        return off <= FAR_FROM_TRIP_M
     st = index.stop_times
     lo, hi = int(st.offsets[trip]), int(st.offsets[trip + 1])
     stops = index.stops
@@ -52,6 +84,14 @@ def process_vehicles(index: ScheduleIndex, positions: tuple[VehiclePosition, ...
             result.rejected[code] += 1
             continue
         trip = index.trips.index_of.get(v.trip.trip_id) if v.trip and v.trip.trip_id else None
+        flags = []
+        if trip is not None and v.lat is not None and v.lon is not None:
+            # Real vehicles stray from drawn shapes (Caltrain's capture has one 196 m off), so
+            # this is a flag on the position, not a reason to drop it (E029).
+            off = off_shape_m(index, trip, v.lat, v.lon)
+            if off is not None and off > FAR_FROM_SHAPE_M:
+                flags.append("position_off_shape")
+                result.flagged["position_off_shape"] += 1
         route_id = v.trip.route_id if v.trip else None
         if route_id is None and trip is not None:
             r = int(index.trips.route[trip])
@@ -67,6 +107,7 @@ def process_vehicles(index: ScheduleIndex, positions: tuple[VehiclePosition, ...
             "stop_id": v.stop_id,
             "current_status": v.current_status,
             "timestamp": v.timestamp,
+            "flags": flags,
         })
     return result
 

@@ -70,6 +70,7 @@ class Trips:
     service: I32  # -1 when the service_id has no calendar entry at all
     headsign: list[str | None]
     direction: I8  # -1 when direction_id is absent
+    shape: I32  # index into Shapes, -1 when the trip has no shape
     index_of: dict[str, int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -106,6 +107,15 @@ class Departures:
 
 
 @dataclass(frozen=True)
+class Shapes:
+    """Shape points in sequence order; the points of shape s are offsets[s]:offsets[s+1]."""
+
+    offsets: I64
+    lat: F64
+    lon: F64
+
+
+@dataclass(frozen=True)
 class Frequencies:
     trip: I32
     start: I32
@@ -128,6 +138,7 @@ class ScheduleIndex:
     stop_times: StopTimes
     departures: Departures
     frequencies: Frequencies
+    shapes: Shapes
     headsigns: list[str]
     max_time: int  # the latest departure second of any trip, to know how far back to look
 

@@ -59,6 +59,17 @@ def local_path(source: str) -> Path | None:
     return Path(source)
 
 
+def conditional_headers(headers: dict[str, str] | None, etag: str | None,
+                        last_modified: str | None) -> dict[str, str]:
+    """The operator's headers plus a conditional GET on what the last fetch returned."""
+    out = dict(headers or {})
+    if etag:
+        out["If-None-Match"] = etag
+    if last_modified:
+        out["If-Modified-Since"] = last_modified
+    return out
+
+
 async def check_public_host(host: str, port: int, allow_private: bool) -> None:
     if allow_private:
         return
@@ -100,11 +111,7 @@ async def fetch_static(
 
     parsed = urlparse(source)
     await check_public_host(parsed.hostname or "", parsed.port or 443, allow_private)
-    request_headers = dict(headers or {})
-    if etag:
-        request_headers["If-None-Match"] = etag
-    if last_modified:
-        request_headers["If-Modified-Since"] = last_modified
+    request_headers = conditional_headers(headers, etag, last_modified)
     timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=10)
     fd, name = tempfile.mkstemp(prefix="gtfs-", suffix=".zip", dir=tmp_dir)
     tmp = Path(name)

@@ -17,6 +17,7 @@ from typing import Any
 from feeds.errors import FeedError, FeedSourceError, StaticFeedRejected
 from feeds.ingest import StaticBuild, build_static
 from feeds.static_source import fetch_static
+from gateway import feed_metrics
 from gateway.catalog import FeedCatalog
 from gateway.clock import Clock
 from gateway.errors import Conflict, NotFound, Unprocessable
@@ -123,6 +124,7 @@ class FeedService:
             await self.store.put_feed_status(config.id, status)
             await self.store.publish_event(f"feed {config.id} {static.get('version') or '-'}")
             log.warning("feed %s: static update refused: %s", config.id, exc.message)
+            feed_metrics.STATIC_ERRORS.labels(config.id, exc.code).inc()
             raise _to_api_error(exc) from exc
 
         index = build.index
@@ -141,6 +143,7 @@ class FeedService:
             last_error=None,
         )
         static["ingest_seconds"] = round(time.perf_counter() - started, 3)
+        feed_metrics.STATIC_SECONDS.labels(config.id).observe(time.perf_counter() - started)
         status["static"] = static
         await self.store.publish_static(config.id, version, build.blob, status)
         if self.catalog is not None:

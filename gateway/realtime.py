@@ -19,7 +19,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from feeds.errors import FeedError
+from feeds.errors import FeedError, FeedSourceError
 from feeds.rt_alerts import alert_json
 from feeds.rt_decode import (
     RealtimeRejected,
@@ -33,8 +33,10 @@ from feeds.rt_incremental import IncrementalMerger
 from feeds.rt_model import FeedSnapshot
 from feeds.rt_vehicles import process_vehicles
 from feeds.schedule import ScheduleIndex
+from gateway import feed_metrics
 from gateway.catalog import FeedCatalog
 from gateway.clock import Clock
+from gateway.errors import ApiError
 from gateway.feed_service import iso_utc
 from gateway.settings import Settings
 from gateway.store import Store
@@ -91,12 +93,29 @@ class RealtimeFeed:
                     snapshot = await asyncio.to_thread(self._decode, body, now, kind)
                     await self._publish(kind, snapshot, index, meta)
             except FeedError as exc:
+                feed_metrics.refused(self.feed_id, kind, exc.code)
                 meta["last_error"] = {"code": exc.code, "message": exc.message,
                                       "at": iso_utc(now)}
                 self.meta[kind] = meta
                 await self.store.put_realtime_meta(self.feed_id, kind, meta)
                 raise
+            feed_metrics.snapshot_accepted(self.feed_id, kind, meta, self.clock,
+                                           time.perf_counter() - started)
             return meta
+
+    async def record_fetch(self, kind: str, fetch: dict[str, Any],
+                           error: FeedError | None) -> None:
+        """A fetch that brought no new body (not modified, or failed): keep the last good
+        snapshot's health, update the fetch fields and the error."""
+        async with self._lock:
+            await self._sync()
+            now = self.clock.now()
+            meta = dict(self.meta.get(kind) or {})
+            meta.update(fetch, fetched_at=iso_utc(now))
+            meta["last_error"] = None if error is None else {
+                "code": error.code, "message": error.message, "at": iso_utc(now)}
+            self.meta[kind] = meta
+            await self.store.put_realtime_meta(self.feed_id, kind, meta)
 
     def _decode(self, body: bytes, now: float, kind: str) -> FeedSnapshot:
         version = hashlib.sha256(body).hexdigest()[:16]
@@ -140,7 +159,8 @@ class RealtimeFeed:
         if kind == "vehicle_positions":
             result = process_vehicles(index, snapshot.vehicles)
             meta.update(matched=len(result.vehicles), total=result.total,
-                        match_rate=result.match_rate, rejected=dict(result.rejected))
+                        match_rate=result.match_rate, rejected=dict(result.rejected),
+                        flagged=dict(result.flagged))
             await self.store.publish_realtime(self.feed_id, kind, meta,
                                               blob=orjson.dumps(result.vehicles))
         else:
@@ -194,11 +214,10 @@ class Poller:
                 allow_private=self.settings.allow_private_urls)
             fetch.update(http_status=result.status,
                          fetch_ms=round((time.perf_counter() - started) * 1000, 1))
+            feed_metrics.fetched(self.rt.feed_id, self.kind, time.perf_counter() - started,
+                                 len(result.body) if result.body is not None else None)
             if result.not_modified:
-                meta = dict(self.rt.meta.get(self.kind) or {})
-                meta.update(fetch, fetched_at=iso_utc(self.rt.clock.now()), last_error=None)
-                self.rt.meta[self.kind] = meta
-                await self.rt.store.put_realtime_meta(self.rt.feed_id, self.kind, meta)
+                await self.rt.record_fetch(self.kind, fetch, None)
             else:
                 assert result.body is not None
                 fetch["bytes"] = len(result.body)
@@ -212,15 +231,11 @@ class Poller:
         except FeedError as exc:
             self.failures += 1
             log.warning("feed %s %s: %s: %s", self.rt.feed_id, self.kind, exc.code, exc.message)
-            if exc.code in ("fetch_failed", "fetch_timeout", "body_too_large",
-                            "source_not_found", "forbidden_address"):
-                meta = dict(self.rt.meta.get(self.kind) or {})
-                meta.update(fetch, fetched_at=iso_utc(self.rt.clock.now()),
-                            last_error={"code": exc.code, "message": exc.message,
-                                        "at": iso_utc(self.rt.clock.now())})
-                self.rt.meta[self.kind] = meta
-                with contextlib.suppress(FeedError):
-                    await self.rt.store.put_realtime_meta(self.rt.feed_id, self.kind, meta)
+            if isinstance(exc, FeedSourceError):  # apply() records its own refusals
+                feed_metrics.refused(self.rt.feed_id, self.kind, exc.code)
+                fetch["http_status"] = exc.http_status
+                with contextlib.suppress(FeedError, ApiError):
+                    await self.rt.record_fetch(self.kind, fetch, exc)
         except Exception:
             self.failures += 1
             log.exception("feed %s %s: poll failed", self.rt.feed_id, self.kind)
