@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from bench import ingest, realtime
+from bench import ingest, keys, realtime
 from bench.common import print_table
 
 
@@ -14,6 +14,9 @@ def main() -> None:
     rows += ingest.run()
     print("realtime benchmarks (interleaved rounds)...", file=sys.stderr)
     rows += realtime.run()
+    print("keys benchmark (keyed vs unkeyed departures, 5 interleaved rounds)...",
+          file=sys.stderr)
+    rows += keys.run()
     print()
     print_table(rows)
 

@@ -18,7 +18,17 @@ from gateway.catalog import LoadedFeed
 from gateway.errors import BadRequest, NotFound
 from gateway.rt_view import RealtimeView, thresholds
 from gateway.settings import Settings
-from gateway.state import CATALOG, CLOCK, SEARCH_CACHE, SETTINGS, STORE, json_response
+from gateway.state import (
+    BOARD_CACHE,
+    CATALOG,
+    CLOCK,
+    SEARCH_CACHE,
+    SETTINGS,
+    STORE,
+    json_response,
+)
+
+BOARD_CACHE_SIZE = 4096
 
 
 def _feed(request: web.Request) -> LoadedFeed:
@@ -180,6 +190,15 @@ async def departures(request: web.Request) -> web.Response:
             raise NotFound(f"no route {route_id!r} in feed {index.feed_id!r}",
                            code="route_not_found")
     view = app[CATALOG].realtime_view(index.feed_id)
+    # A board is a function of these (times to the second): the rendered bytes are reused by
+    # every request for the same stop within the same second, until an event invalidates.
+    cache = app[BOARD_CACHE]
+    cache_key = (index.feed_id, index.version, stop_i, start, int(now), window, limit, route,
+                 include_cancelled, view.generation, view.alerts_version,
+                 (view.meta.get("trip_updates") or {}).get("timestamp"))
+    body = cache.get(cache_key)
+    if body is not None:
+        return web.Response(body=body, content_type="application/json")
     fresh = view.freshness("trip_updates", now, settings.stale_trip_updates_s,
                            feed.config.trip_updates is not None)
     members = index.stops.board_members(stop_i)
@@ -192,7 +211,7 @@ async def departures(request: web.Request) -> web.Response:
     alerts_fresh = view.freshness("alerts", now, settings.stale_alerts_s,
                                   feed.config.alerts is not None)
     alert_index = view.alerts if not alerts_fresh.stale else None
-    return json_response({
+    body = orjson.dumps({
         "feed": index.feed_id,
         "stop": render.stop(index, stop_i, full=False),
         "time": iso_local(start, index.timezone),
@@ -201,6 +220,10 @@ async def departures(request: web.Request) -> web.Response:
         "realtime_age_s": fresh.age_s,
         "realtime_stale": fresh.stale,
     })
+    if len(cache) >= BOARD_CACHE_SIZE:
+        cache.clear()  # entries live one second: dropping them all costs one recompute each
+    cache[cache_key] = body
+    return web.Response(body=body, content_type="application/json")
 
 
 async def trip(request: web.Request) -> web.Response:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -11,16 +10,16 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from aiohttp import web
 
 from feeds.errors import FeedError
-from gateway import api
-from gateway.auth import Authenticator
+from gateway import api, keys_api
+from gateway.access import require_operator
 from gateway.catalog import FeedCatalog
 from gateway.clock import Clock
-from gateway.errors import ApiError, Forbidden, StoreUnavailable, Unprocessable
+from gateway.errors import ApiError, StoreUnavailable, Unprocessable
 from gateway.feed_service import FeedService
 from gateway.realtime import PollerManager
 from gateway.settings import Settings
 from gateway.state import (
-    AUTH,
+    BOARD_CACHE,
     CATALOG,
     CLOCK,
     FEEDS,
@@ -64,9 +63,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """/v1 routes: authenticate and count the key (gateway.access); refusals never reach the
+    handler. ``request[KEY_RECORD]`` is the ``gateway.access.Caller`` (None: a public route)."""
     if request.path.startswith("/v1/"):
-        presented = request.headers.get("X-API-Key") or request.query.get("key")
-        request[KEY_RECORD] = await request.app[AUTH].authenticate(presented)
+        request[KEY_RECORD] = await keys_api.admit(request)
     return await handler(request)
 
 
@@ -80,8 +80,9 @@ def build_app(settings: Settings, store: Store, clock: Clock,
     app[CLOCK] = clock
     app[CATALOG] = catalog
     app[FEEDS] = FeedService(store, settings, clock, catalog)
-    app[AUTH] = Authenticator(store, clock, settings.key_cache_seconds)
+    keys_api.install(app, settings, store, clock)  # keys, limits, signup, operator routes
     app[SEARCH_CACHE] = {}
+    app[BOARD_CACHE] = {}
 
     app.router.add_get("/healthz", api.healthz)
     app.router.add_get("/readyz", api.readyz)
@@ -102,19 +103,38 @@ def build_app(settings: Settings, store: Store, clock: Clock,
     return app
 
 
+async def stop_tasks(tasks: list[asyncio.Task[None]], grace_s: float = 10.0) -> None:
+    """Cancel background tasks and wait until they are really done.
+
+    A single cancel() is not enough: on Python 3.11 a cancellation that lands just as a
+    redis-py command completes inside asyncio.wait_for can be swallowed, and the task runs on.
+    """
+    deadline = asyncio.get_running_loop().time() + grace_s
+    pending = {t for t in tasks if not t.done()}
+    while pending:
+        for task in pending:
+            task.cancel()
+        remaining = deadline - asyncio.get_running_loop().time()
+        if remaining <= 0:
+            logging.getLogger(__name__).warning("tasks still running at shutdown: %s",
+                                                [t.get_name() for t in pending])
+            return
+        _, pending = await asyncio.wait(pending, timeout=min(0.5, remaining))
+    for task in tasks:
+        if task.done() and not task.cancelled() and task.exception() is not None:
+            logging.getLogger(__name__).warning("task %s ended with %r", task.get_name(),
+                                                task.exception())
+
+
 async def _run_pollers(app: web.Application) -> AsyncIterator[None]:
     task = asyncio.create_task(app[POLLERS].run(), name="realtime-pollers")
     yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    await stop_tasks([task])
 
 
 async def push_realtime(request: web.Request) -> web.Response:
     """POST /v1/feeds/{feed}/realtime (operators): a GTFS-RT FeedMessage instead of a poll."""
-    record = request[KEY_RECORD]
-    if getattr(record, "kind", None) != "operator":
-        raise Forbidden("pushing realtime needs an operator token", code="forbidden")
+    require_operator(request)
     feed = request.app[CATALOG].get(request.match_info["feed"])
     body = await request.read()
     rt = request.app[POLLERS].feed(feed.config.id)
@@ -134,8 +154,4 @@ async def _follow_store(app: web.Application) -> AsyncIterator[None]:
     tasks = [asyncio.create_task(catalog.run(), name="catalog-events"),
              asyncio.create_task(catalog.run_periodic(), name="catalog-refresh")]
     yield
-    for task in tasks:
-        task.cancel()
-    for task in tasks:
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    await stop_tasks(tasks)

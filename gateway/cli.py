@@ -78,6 +78,26 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--email", required=True)
     p.add_argument("--name", default="")
+
+    tiers = sub.add_parser("tiers", help="rate-limit tiers").add_subparsers(
+        dest="action", required=True)
+    p = tiers.add_parser("set", help="define or redefine a tier (0 = no limit)")
+    _common(p)
+    p.add_argument("name")
+    p.add_argument("--per-minute", type=int, required=True)
+    p.add_argument("--per-month", type=int, required=True)
+    _common(tiers.add_parser("list", help="list tiers and their limits"))
+
+    events = sub.add_parser("events", help="hackathon events").add_subparsers(
+        dest="action", required=True)
+    p = events.add_parser("create", help="an event code: signups with it get its tier and "
+                                         "expire with it")
+    _common(p)
+    p.add_argument("code")
+    p.add_argument("--tier", required=True)
+    p.add_argument("--expires", required=True, help="ISO-8601 instant with offset")
+    p.add_argument("--max-keys", type=int, required=True)
+    _common(events.add_parser("list", help="list events"))
     return parser
 
 
@@ -196,9 +216,11 @@ async def feeds_reload(settings: Settings, args: argparse.Namespace, store: Any)
 async def _create_key(settings: Settings, store: Any, kind: str, email: str, name: str,
                       tier: str, expires: str | None) -> int:
     from gateway.key_service import create_key
+    from gateway.tiers import require_tier
 
     clock = clock_from_setting(settings.clock)
     expires_at = parse_instant(expires) if expires else None
+    await require_tier(store, tier)
     key, record = await create_key(store, clock, kind=kind, email=email, name=name, tier=tier,
                                    expires=expires_at)
     sys.stdout.write(f"{key}\n")
@@ -245,6 +267,48 @@ async def keys_revoke(settings: Settings, args: argparse.Namespace, store: Any) 
     return 0
 
 
+@_with_store
+async def tiers_set(settings: Settings, args: argparse.Namespace, store: Any) -> int:
+    from gateway.tiers import set_tier
+
+    limits = await set_tier(store, args.name, args.per_minute, args.per_month)
+    _print({"tier": args.name, **limits.to_json()})
+    return 0
+
+
+@_with_store
+async def tiers_list(settings: Settings, args: argparse.Namespace, store: Any) -> int:
+    from gateway.tiers import load_tiers
+
+    for name, limits in sorted((await load_tiers(store)).items()):
+        sys.stdout.write(f"{name}\tper_minute={limits.per_minute or 'unlimited'}\t"
+                         f"per_month={limits.per_month or 'unlimited'}\n")
+    return 0
+
+
+@_with_store
+async def events_create(settings: Settings, args: argparse.Namespace, store: Any) -> int:
+    from gateway.events_service import create_event
+
+    clock = clock_from_setting(settings.clock)
+    event = await create_event(store, clock, args.code, args.tier, parse_instant(args.expires),
+                               args.max_keys)
+    _print(event.public(clock.now()))
+    return 0
+
+
+@_with_store
+async def events_list(settings: Settings, args: argparse.Namespace, store: Any) -> int:
+    from gateway.events_service import list_events
+
+    now = clock_from_setting(settings.clock).now()
+    for e in await list_events(store):
+        state = "expired" if e.expires_at <= now else "open"
+        sys.stdout.write(f"{e.code}\ttier={e.tier}\tkeys={e.signups}/{e.max_keys}\t"
+                         f"expires={e.expires}\t{state}\n")
+    return 0
+
+
 COMMANDS: dict[tuple[str, str], Command] = {
     ("feeds", "add"): feeds_add,
     ("feeds", "list"): feeds_list,
@@ -255,4 +319,8 @@ COMMANDS: dict[tuple[str, str], Command] = {
     ("keys", "operator"): keys_operator,
     ("keys", "list"): keys_list,
     ("keys", "revoke"): keys_revoke,
+    ("tiers", "set"): tiers_set,
+    ("tiers", "list"): tiers_list,
+    ("events", "create"): events_create,
+    ("events", "list"): events_list,
 }

@@ -5,7 +5,8 @@
     ├── Unauthorized        401  missing_api_key, invalid_api_key, revoked_api_key, expired_api_key
     ├── Forbidden           403  forbidden
     ├── NotFound            404  feed_not_found, stop_not_found, trip_not_found, not_found
-    ├── Conflict            409  feed_exists
+    ├── Conflict            409  feed_exists, event_exists, event_full
+    ├── Gone                410  event_expired
     ├── PayloadTooLarge     413  payload_too_large
     ├── Unprocessable       422  static_feed_rejected (carries the feed's coded problems)
     ├── RateLimited         429  rate_limited, quota_exceeded
@@ -59,6 +60,11 @@ class NotFound(ApiError):
 class Conflict(ApiError):
     status = 409
     code = "conflict"
+
+
+class Gone(ApiError):
+    status = 410
+    code = "gone"
 
 
 class PayloadTooLarge(ApiError):

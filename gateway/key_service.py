@@ -36,5 +36,7 @@ async def create_key(store: Store, clock: Clock, *, kind: str, email: str, name:
         revoked="",
         event=event,
     )
-    await store.put_key(record.key_id, record.to_store())
+    # expires_at (epoch seconds) lets the limiter script refuse an expired key by itself
+    await store.put_key(record.key_id, {**record.to_store(),
+                                        "expires_at": repr(expires) if expires is not None else ""})
     return key, record

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 import zlib
 from dataclasses import asdict, dataclass
@@ -20,6 +21,7 @@ PREFIXES = {"developer": "tgw_", "operator": "tgo_"}
 KINDS = {v: k for k, v in PREFIXES.items()}
 BODY_LEN = 43
 CHECK_LEN = 6
+_BODY_RE = re.compile(f"[{ALPHABET}]{{{BODY_LEN}}}")
 
 
 def _b62(value: int, width: int) -> str:
@@ -30,8 +32,14 @@ def _b62(value: int, width: int) -> str:
     return "".join(reversed(out))
 
 
+_PAIRS = [a + b for a in ALPHABET for b in ALPHABET]  # two base62 digits at a time
+
+
 def _checksum(prefix: str, body: str) -> str:
-    return _b62(zlib.crc32((prefix + body).encode()), CHECK_LEN)
+    value = zlib.crc32((prefix + body).encode())  # < 62**6: three pairs of digits
+    high, rest = divmod(value, 62**4)
+    mid, low = divmod(rest, 62**2)
+    return _PAIRS[high] + _PAIRS[mid] + _PAIRS[low]
 
 
 def generate_key(kind: str = "developer") -> str:
@@ -46,8 +54,8 @@ def well_formed(key: str) -> bool:
     if prefix not in KINDS or len(key) != 4 + BODY_LEN + CHECK_LEN:
         return False
     body, check = key[4 : 4 + BODY_LEN], key[4 + BODY_LEN :]
-    if any(c not in ALPHABET for c in body):
-        return False
+    if not _BODY_RE.fullmatch(body) or not check.isascii():
+        return False  # compare_digest raises on non-ASCII text: refuse, don't crash
     return hmac.compare_digest(check, _checksum(prefix, body))
 
 

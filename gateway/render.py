@@ -32,8 +32,7 @@ def stop(index: ScheduleIndex, i: int, distance_m: float | None = None,
             parent_station=stops.ids[parent] if parent >= 0 else None,
             platform=stops.platform[i],
         )
-        if distance_m is not None:
-            out["distance_m"] = round(distance_m, 1)
+        out["distance_m"] = round(distance_m, 1) if distance_m is not None else None
     return out
 
 
@@ -77,8 +76,12 @@ def board_entry(index: ScheduleIndex, e: BoardEntry, alerts: AlertIndex | None,
         parent = int(index.stops.parent[stop_i])
         if parent >= 0:
             stop_ids.append(index.stops.ids[parent])
-        out["alerts"] = [a["id"] for a in alerts.matching(now, stop_ids, out["route_id"],
-                                                          out["trip_id"])]
+        r = index.routes.index_of.get(out["route_id"]) if out["route_id"] else None
+        out["alerts"] = [a["id"] for a in alerts.matching(
+            now, stop_ids, out["route_id"], out["trip_id"],
+            agency_id=index.routes.agency[r] if r is not None else None,
+            direction_id=out["direction_id"],
+            route_type=int(index.routes.types[r]) if r is not None else None)]
     else:
         out["alerts"] = []
     return out

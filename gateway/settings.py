@@ -8,6 +8,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 DEFAULT_PORT = 8080
+_TRUE = ("1", "true", "yes")
 
 
 @dataclass(frozen=True)
@@ -26,7 +27,35 @@ class Settings:
     workers: int = 1
     log_level: str = "INFO"
     key_cache_seconds: float = 2.0
-    """How long a verified API key is trusted without asking the store (revocation delay)."""
+    """Unused since every request checks its key in the store (one script call); kept so
+    existing GATEWAY_KEY_CACHE_SECONDS settings stay valid."""
+    auth_grace_seconds: float = 30.0
+    """GATEWAY_AUTH_GRACE_SECONDS: while the store is down, keys this process verified that
+    recently keep working (all others get 503 store_unavailable)."""
+    ratelimit_fail_open: bool = True
+    """GATEWAY_RATELIMIT_FAIL_OPEN: while the store is down, serve those keys under a
+    per-process limit at their tier's per-minute rate (1), or refuse them too (0)."""
+    limiter_timeout_s: float = 0.25
+    """GATEWAY_LIMITER_TIMEOUT_SECONDS: socket timeouts of the auth + rate-limit store calls."""
+    breaker_seconds: float = 1.0
+    """GATEWAY_BREAKER_SECONDS: after a store failure, requests skip the store this long, then
+    one request probes it."""
+    tier_cache_seconds: float = 5.0
+    """GATEWAY_TIER_CACHE_SECONDS: how long a process uses its copy of the tier table."""
+    signup_per_ip: int = 50
+    """GATEWAY_SIGNUP_PER_IP: self-service signups per client IP (IPv6: per /64) per window."""
+    signup_window_s: float = 3600.0
+    """GATEWAY_SIGNUP_WINDOW_SECONDS: that window."""
+    signup_tier: str = "bronze"
+    """GATEWAY_SIGNUP_TIER: the tier of self-service keys (hackathon keys get the event's)."""
+    trusted_proxies: tuple[str, ...] = ()
+    """GATEWAY_TRUSTED_PROXIES: comma-separated IPs/CIDRs whose X-Forwarded-For is believed;
+    empty: the client IP is the socket peer."""
+    max_json_bytes: int = 64 * 1024
+    """GATEWAY_MAX_JSON_BYTES: the largest JSON or form body accepted (413 beyond)."""
+    bench_no_auth: bool = False
+    """GATEWAY_BENCH_NO_AUTH=1: benchmarks only; no authentication or rate limits at all.
+    Never from a flag; refused unless the API listens on a loopback address."""
     static_max_bytes: int = 512 * 1024 * 1024
     """GATEWAY_STATIC_MAX_BYTES: the largest static GTFS zip accepted (download or file)."""
     static_timeout_s: float = 300.0
@@ -54,6 +83,18 @@ class Settings:
             clock=env.get("GATEWAY_CLOCK") or None,
             log_level=env.get("GATEWAY_LOG_LEVEL", "INFO").upper(),
             key_cache_seconds=float(env.get("GATEWAY_KEY_CACHE_SECONDS", "2")),
+            auth_grace_seconds=float(env.get("GATEWAY_AUTH_GRACE_SECONDS", "30")),
+            ratelimit_fail_open=env.get("GATEWAY_RATELIMIT_FAIL_OPEN", "1") in _TRUE,
+            limiter_timeout_s=float(env.get("GATEWAY_LIMITER_TIMEOUT_SECONDS", "0.25")),
+            breaker_seconds=float(env.get("GATEWAY_BREAKER_SECONDS", "1")),
+            tier_cache_seconds=float(env.get("GATEWAY_TIER_CACHE_SECONDS", "5")),
+            signup_per_ip=int(env.get("GATEWAY_SIGNUP_PER_IP", "50")),
+            signup_window_s=float(env.get("GATEWAY_SIGNUP_WINDOW_SECONDS", "3600")),
+            signup_tier=env.get("GATEWAY_SIGNUP_TIER", "bronze"),
+            trusted_proxies=tuple(p.strip() for p in env.get("GATEWAY_TRUSTED_PROXIES", "")
+                                  .split(",") if p.strip()),
+            max_json_bytes=int(env.get("GATEWAY_MAX_JSON_BYTES", str(64 * 1024))),
+            bench_no_auth=env.get("GATEWAY_BENCH_NO_AUTH", "") == "1",
             static_max_bytes=int(env.get("GATEWAY_STATIC_MAX_BYTES", str(512 * 1024 * 1024))),
             allow_private_urls=env.get("GATEWAY_ALLOW_PRIVATE_URLS", "") in ("1", "true", "yes"),
         )

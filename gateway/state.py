@@ -8,7 +8,6 @@ import orjson
 from aiohttp import web
 
 from feeds.stops_search import StopSearch
-from gateway.auth import Authenticator
 from gateway.catalog import FeedCatalog
 from gateway.clock import Clock
 from gateway.feed_service import FeedService
@@ -21,8 +20,8 @@ STORE = web.AppKey("store", Store)
 CLOCK = web.AppKey("clock", Clock)
 CATALOG = web.AppKey("catalog", FeedCatalog)
 FEEDS = web.AppKey("feed_service", FeedService)
-AUTH = web.AppKey("authenticator", Authenticator)
 SEARCH_CACHE = web.AppKey("search_cache", dict[str, StopSearch])
+BOARD_CACHE = web.AppKey("board_cache", dict[tuple[object, ...], bytes])
 POLLERS = web.AppKey("pollers", PollerManager)
 
 

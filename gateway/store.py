@@ -16,6 +16,15 @@ Layout (all under ``tg:``):
     tg:{key:<key_id>}                 HASH  API key record (hash tag: one slot per key, so the
                                             rate-limit counters can live beside it on a Cluster)
     tg:keys                           SET   all key ids, for listing
+    tg:{key:<key_id>}:gcra            STR   per-minute GCRA state: the TAT in microseconds of
+                                            the store's TIME (PX TTL: gone once replenished)
+    tg:{key:<key_id>}:month:<YYYYMM>  STR   requests admitted in that UTC month of the process
+                                            clock (TTL: to the month's end + 1 day)
+    tg:tiers                          HASH  tier name -> {"per_minute", "per_month"} (JSON)
+    tg:signup:<client ip>             STR   per-IP signup GCRA state (PX TTL)
+    tg:hackathon:<code>               HASH  a hackathon event: tier, expires, expires_at,
+                                            max_keys, created, signups
+    tg:hackathons                     SET   all event codes, for listing
 
 Feed ids are restricted (``FEED_ID_RE``) so they can never form a hash tag or a wildcard.
 """
@@ -37,7 +46,7 @@ from gateway.errors import StoreUnavailable
 
 log = logging.getLogger(__name__)
 
-FEED_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+FEED_ID_RE = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
 EVENTS_CHANNEL = "tg:events"
 OLD_VERSION_TTL_S = 600  # a replaced index lingers so a process mid-load can finish
 
@@ -48,6 +57,27 @@ def _feed(feed_id: str, suffix: str) -> str:
 
 def key_record_key(key_id: str) -> str:
     return f"tg:{{key:{key_id}}}"
+
+
+# One API key's counters share its record's hash tag: one Cluster slot, one script call.
+def key_gcra_key(key_id: str) -> str:
+    return f"tg:{{key:{key_id}}}:gcra"
+
+
+def key_month_key(key_id: str, month: str) -> str:
+    return f"tg:{{key:{key_id}}}:month:{month}"
+
+
+def signup_ip_key(ip: str) -> str:
+    return f"tg:signup:{ip}"
+
+
+def hackathon_key(code: str) -> str:
+    return f"tg:hackathon:{code}"
+
+
+TIERS_KEY = "tg:tiers"
+HACKATHONS_KEY = "tg:hackathons"
 
 
 class Store:
@@ -265,3 +295,66 @@ class Store:
             return False
         await self._call("hset", key_record_key(key_id), mapping=fields)
         return True
+
+    async def key_counters(self, key_id: str) -> dict[str, int]:
+        """Every counter key of one API key → its PTTL in ms (-1: none; for ops and tests)."""
+        names = [k async for k in self._scan(key_record_key(key_id) + ":*")]
+        return {n.decode(): int(await self._call("pttl", n)) for n in names}
+
+    def sibling(self, timeout: float) -> Store:
+        """A second connection pool to the same store for calls that must fail fast (the
+        limiter): short socket timeouts and no retries, since its caller has a fallback and a
+        circuit breaker. Connecting is lazy; close it with ``close()``."""
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
+
+        options: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout,
+                                   "retry": Retry(NoBackoff(), 0)}
+        if self.cluster:
+            client: Any = RedisCluster.from_url(self.url, **options)
+        else:
+            client = aioredis.Redis.from_url(self.url, **options)
+        return Store(client, self.url, self.cluster)
+
+    # --- tiers -----------------------------------------------------------------------------
+    async def tiers(self) -> dict[str, dict[str, Any]]:
+        raw = await self._call("hgetall", TIERS_KEY)
+        return {k.decode(): dict(orjson.loads(v)) for k, v in raw.items()}
+
+    async def put_tier(self, name: str, data: dict[str, Any]) -> None:
+        await self._call("hset", TIERS_KEY, name, orjson.dumps(data))
+
+    # --- hackathon events ------------------------------------------------------------------
+    async def put_hackathon(self, code: str, fields: dict[str, str]) -> bool:
+        """Create an event; False (and nothing written) when the code is taken."""
+        if not await self._call("hsetnx", hackathon_key(code), "code", code):
+            return False
+        await self._call("hset", hackathon_key(code), mapping=fields)
+        await self._call("sadd", HACKATHONS_KEY, code)
+        return True
+
+    async def hackathon(self, code: str) -> dict[str, str] | None:
+        raw = await self._call("hgetall", hackathon_key(code))
+        return {k.decode(): v.decode() for k, v in raw.items()} if raw else None
+
+    async def hackathon_codes(self) -> list[str]:
+        return sorted(k.decode() for k in await self._call("smembers", HACKATHONS_KEY))
+
+    async def reserve_hackathon_seat(self, code: str, now: float) -> str:
+        """Atomically take one of an event's ``max_keys`` seats at process time ``now``:
+        "ok", "event_not_found", "event_expired" or "event_full"."""
+        result = await self._call("eval", _RESERVE_SEAT, 1, hackathon_key(code), repr(now))
+        return bytes(result).decode()
+
+    async def release_hackathon_seat(self, code: str) -> None:
+        await self._call("hincrby", hackathon_key(code), "signups", -1)
+
+
+_RESERVE_SEAT = """
+local e = redis.call('HMGET', KEYS[1], 'expires_at', 'max_keys', 'signups')
+if not e[1] then return 'event_not_found' end
+if tonumber(e[1]) <= tonumber(ARGV[1]) then return 'event_expired' end
+if tonumber(e[3] or '0') >= tonumber(e[2]) then return 'event_full' end
+redis.call('HINCRBY', KEYS[1], 'signups', 1)
+return 'ok'
+"""

@@ -105,11 +105,16 @@ class Gateway:
 
 
 async def _make_gateway(store: Store, aiohttp_client: Any) -> Gateway:
+    """The app over a store, with a developer key on the `unlimited` tier: these fixtures'
+    tests are about the data, and some (the reference boards) send thousands of requests a
+    minute. An unlimited key is still authenticated, counted and checked on every request;
+    the limits themselves are tested with keys of their own tiers (test_ratelimit_*)."""
     clock = FixedClock(parse_instant("2023-11-07T17:05:00-08:00"))
     settings = Settings(key_cache_seconds=2.0)
     app = build_app(settings, store, clock)
     client = await aiohttp_client(app)
-    key, _ = await create_key(store, clock, kind="developer", email="dev@example.org")
+    key, _ = await create_key(store, clock, kind="developer", email="dev@example.org",
+                              tier="unlimited")
     return Gateway(client=client, store=store, clock=clock, key=key)
 
 
@@ -122,3 +127,4 @@ async def gateway(store: Store, aiohttp_client: Any) -> Gateway:
 @pytest.fixture
 async def embedded_gateway(embedded_store: Store, aiohttp_client: Any) -> Gateway:
     return await _make_gateway(embedded_store, aiohttp_client)
+

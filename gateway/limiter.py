@@ -1,0 +1,531 @@
+"""The store side of authentication + rate limiting: one Lua script call per request (or
+fewer: concurrent requests of one key share one).
+
+``KeyLimiter.check`` runs ``CHECK_SCRIPT`` on the key's record, its GCRA state and its month
+counter (one hash tag, so one Cluster slot). The script verifies the key (hash, revoked,
+expires), finds the tier's limits in the table passed in, applies the monthly quota and the
+per-minute GCRA (``gateway.ratelimit.decide_batch``, the same integer arithmetic) with the
+store's ``TIME``, counts the request and gives every counter a TTL, all atomically. A process
+whose clock is off changes nothing per minute; the month counter's name comes from the process
+clock (so ``GATEWAY_CLOCK`` moves it, on purpose).
+
+Coalescing: requests of one key that arrive while the previous batch is on the wire share one
+script call that decides all of them at once, exactly as if they had come one after another
+(``n`` in the script). Calls of different keys that arrive together go out in one pipeline
+(one round trip). The connection pool is the store's fast sibling (short timeouts, no retries)
+behind a circuit breaker, so while the store is down requests do not each wait for a timeout;
+a probe every ``open_seconds`` closes the breaker again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from redis.exceptions import ConnectionError as StoreConnectionError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.exceptions import TimeoutError as StoreTimeout
+
+from gateway import metrics
+from gateway.errors import StoreUnavailable
+from gateway.ratelimit import MINUTE_US, OK, Limits, MonthWindow
+from gateway.store import Store, key_gcra_key, key_month_key, key_record_key, signup_ip_key
+
+MONTH_TTL_GRACE_S = 86_400  # a month counter outlives its month by a day (clock skew)
+_MINUTE = str(MINUTE_US).encode()
+
+CHECK_SCRIPT = """
+-- KEYS: the key record, its GCRA state, its month counter (one hash tag)
+-- ARGV: key hash, tier table ";name:per_minute:per_month;...", process now (s),
+--       month counter TTL (s), GCRA period (us), strict tier lookup (1|0), n requests
+-- The n requests are decided as if one after another (gateway.ratelimit.decide_batch).
+local rec = redis.call('HMGET', KEYS[1], 'hash', 'kind', 'tier', 'revoked', 'expires',
+                       'expires_at')
+if rec[1] ~= ARGV[1] then return {'unknown'} end
+local kind, tier, expires = rec[2] or '', rec[3] or '', rec[5] or ''
+if rec[4] and rec[4] ~= '' then return {'revoked', kind, tier, expires} end
+local expires_at = tonumber(rec[6] or '')
+if expires_at and expires_at <= tonumber(ARGV[3]) then
+  return {'expired', kind, tier, expires}
+end
+local at = string.find(ARGV[2], ';' .. tier .. ':', 1, true)
+local known = 1
+if not at then
+  if ARGV[6] == '1' then return {'unknown_tier', kind, tier, expires} end
+  known, at = 0, 1
+end
+local pm, pq = string.match(ARGV[2], '^;[^;:]*:(%d+):(%d+)', at)
+local per_minute, per_month = tonumber(pm), tonumber(pq)
+local n = tonumber(ARGV[7])
+local used = tonumber(redis.call('GET', KEYS[3]) or '0')
+local admitted, refusal = n, 'ok'
+if per_month > 0 and per_month - used < admitted then
+  admitted, refusal = math.max(0, per_month - used), 'quota_exceeded'
+end
+local remaining, reset, retry, t = -1, 0, 0, 0
+if per_minute > 0 then
+  local clock = redis.call('TIME')
+  local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
+  t = math.max(1, math.floor(tonumber(ARGV[5]) / per_minute))
+  local span = t * per_minute
+  local tat = tonumber(redis.call('GET', KEYS[2]) or '0')
+  if tat < now then tat = now end
+  local slots = math.max(0, math.floor((span - (tat - now)) / t))
+  if slots < admitted then admitted, refusal = slots, 'rate_limited' end
+  if admitted > 0 then
+    tat = tat + admitted * t
+    redis.call('SET', KEYS[2], string.format('%.0f', tat), 'PX',
+               math.max(1, math.ceil((tat - now) / 1000)))
+  end
+  remaining = math.floor((span - (tat - now)) / t)
+  reset = tat - now
+  if refusal == 'rate_limited' then retry = tat + t - now - span end
+end
+if admitted > 0 then
+  used = redis.call('INCRBY', KEYS[3], admitted)
+  if used == admitted then redis.call('EXPIRE', KEYS[3], ARGV[4]) end
+end
+return {refusal, kind, tier, expires, known, per_minute, per_month, admitted, remaining,
+        reset, retry, used, t}
+"""
+
+GCRA_SCRIPT = """
+-- One GCRA on one key (signups per client IP). ARGV: limit, period (us). Returns
+-- {admitted 1|0, retry after (us)}.
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
+local limit = tonumber(ARGV[1])
+local t = math.max(1, math.floor(tonumber(ARGV[2]) / limit))
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tat < now then tat = now end
+local new = tat + t
+if new - now > t * limit then return {0, new - now - t * limit} end
+redis.call('SET', KEYS[1], string.format('%.0f', new), 'PX',
+           math.max(1, math.ceil((new - now) / 1000)))
+return {1, 0}
+"""
+
+
+NO_LIMITS = Limits(0, 0)
+_LIMITS: dict[tuple[int, int], Limits] = {}
+
+
+def _limits(per_minute: int, per_month: int) -> Limits:
+    limits = _LIMITS.get((per_minute, per_month))
+    if limits is None:
+        if len(_LIMITS) > 1000:
+            _LIMITS.clear()
+        limits = _LIMITS[per_minute, per_month] = Limits(per_minute, per_month)
+    return limits
+
+
+@dataclass(slots=True)
+class Check:
+    """What the script decided for one request."""
+
+    result: str  # ok, rate_limited, quota_exceeded, unknown, revoked, expired, unknown_tier
+    kind: str = ""
+    tier: str = ""
+    expires: str = ""
+    tier_known: bool = True
+    limits: Limits = NO_LIMITS
+    minute_remaining: int = -1
+    minute_reset_us: int = 0
+    retry_after_us: int = 0
+    month_used: int = 0
+
+
+@dataclass(slots=True)
+class GroupVerdict:
+    """The script's answer for ``n`` coalesced requests of one key: the first ``admitted`` pass
+    (in arrival order), the others are refused for ``refusal``. Shared by those requests; each
+    reads its own numbers with ``check(i)``."""
+
+    refusal: str  # "ok", rate_limited, quota_exceeded, or unknown/revoked/expired/unknown_tier
+    kind: str
+    tier: str
+    expires: str
+    tier_known: bool = True
+    limits: Limits = NO_LIMITS
+    admitted: int = 0
+    remaining: int = -1  # after the admitted ones
+    reset_us: int = 0
+    retry_us: int = 0
+    used: int = 0  # after the admitted ones
+    interval_us: int = 0
+
+    @classmethod
+    def from_reply(cls, reply: Sequence[Any]) -> GroupVerdict:
+        if len(reply) < 13:
+            kind, tier, expires = [*(v.decode() for v in reply[1:4]), "", "", ""][:3]
+            return cls(reply[0].decode(), kind, tier, expires)
+        (refusal, kind, tier, expires, known, per_minute, per_month, admitted, remaining,
+         reset, retry, used, t) = reply
+        return cls(refusal.decode(), kind.decode(), tier.decode(), expires.decode(),
+                   bool(known), _limits(per_minute, per_month), admitted, remaining, reset,
+                   retry, used, t)
+
+    def check(self, i: int) -> Check:
+        """The ``i``-th request's (0-based, in arrival order) outcome."""
+        if i < self.admitted:
+            later = self.admitted - 1 - i  # admitted after this one
+            return Check(OK, self.kind, self.tier, self.expires, self.tier_known, self.limits,
+                         self.remaining + later if self.limits.per_minute else -1,
+                         self.reset_us - later * self.interval_us, 0, self.used - later)
+        return Check(self.refusal, self.kind, self.tier, self.expires, self.tier_known,
+                     self.limits, self.remaining, self.reset_us, self.retry_us, self.used)
+
+
+class CircuitBreaker:
+    """Closed → (a failure) → open for ``open_seconds`` → one probe → closed or open again.
+
+    ``now`` is a monotonic reading passed in by the caller.
+    """
+
+    def __init__(self, open_seconds: float) -> None:
+        self.open_seconds = open_seconds
+        self.open_until: float | None = None
+        self._probing = False
+
+    @property
+    def is_open(self) -> bool:
+        return self.open_until is not None
+
+    def allow(self, now: float) -> bool:
+        if self.open_until is None:
+            return True
+        if now >= self.open_until and not self._probing:
+            self._probing = True
+            return True
+        return False
+
+    def success(self) -> None:
+        if self.open_until is not None:
+            metrics.BREAKER_OPEN.set(0)
+        self.open_until = None
+        self._probing = False
+
+    def failure(self, now: float) -> None:
+        if self.open_until is None:
+            metrics.BREAKER_OPEN.set(1)
+        self.open_until = now + self.open_seconds
+        self._probing = False
+
+
+Arg = str | bytes | int | float
+
+
+class Pending:
+    """One script call waiting in the batcher; ``args()`` is read when it is packed."""
+
+    script: str
+    keys: Sequence[str]
+
+    def args(self) -> Sequence[Arg]:
+        raise NotImplementedError
+
+    def packed(self) -> bytes:
+        """The EVALSHA command, RESP-encoded."""
+        return _pack_evalsha(self.script, self.keys, self.args())
+
+    def resolve(self, reply: Any) -> None:
+        raise NotImplementedError
+
+    def fail(self, error: BaseException) -> None:
+        raise NotImplementedError
+
+
+class _Call(Pending):
+    def __init__(self, script: str, keys: Sequence[str], args: Sequence[Arg]) -> None:
+        self.script, self.keys, self._args = script, keys, args
+        self.future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+    def args(self) -> Sequence[Arg]:
+        return self._args
+
+    def resolve(self, reply: Any) -> None:
+        if not self.future.done():
+            self.future.set_result(reply)
+
+    def fail(self, error: BaseException) -> None:
+        if not self.future.done():
+            self.future.set_exception(error)
+
+
+class _Batcher:
+    """Sends waiting calls in pipelines, at most ``max_inflight`` on the wire at once. The
+    breaker learns every batch's outcome here, whether or not its callers still wait."""
+
+    def __init__(self, store: Store, breaker: CircuitBreaker, timeout: float,
+                 max_batch: int = 512, max_inflight: int = 4) -> None:
+        self.store = store
+        self.breaker = breaker
+        self.timeout = timeout
+        self.max_batch = max_batch
+        self.max_inflight = max_inflight
+        self._pending: list[Pending] = []
+        self._idle: list[Any] = []  # connections of our own, one per batch on the wire
+        self._inflight = 0
+        self._scheduled = False
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def submit(self, call: Pending) -> None:
+        self._pending.append(call)
+        if not self._scheduled and self._inflight < self.max_inflight:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._start)  # this loop turn joins in
+
+    def _start(self) -> None:
+        self._scheduled = False
+        while self._pending and self._inflight < self.max_inflight:
+            batch, self._pending = (self._pending[:self.max_batch],
+                                    self._pending[self.max_batch:])
+            self._inflight += 1
+            task = asyncio.create_task(self._send(batch))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _send(self, batch: list[Pending]) -> None:
+        started = time.perf_counter()
+        try:
+            replies = await self._execute(batch)
+        except Exception as exc:  # noqa: BLE001 - every waiting request must get an answer
+            self.breaker.failure(time.monotonic())
+            error: Exception = exc
+            if isinstance(exc, (RedisError, OSError)):
+                error = StoreUnavailable(f"store error: {exc}")
+            for call in batch:
+                call.fail(error)
+        else:
+            self.breaker.success()
+            metrics.LIMITER_SECONDS.observe(time.perf_counter() - started)
+            for call, reply in zip(batch, replies, strict=True):
+                if isinstance(reply, Exception):
+                    call.fail(StoreUnavailable(f"store error: {reply}"))
+                else:
+                    call.resolve(reply)
+        finally:
+            self._inflight -= 1
+            if self._pending and not self._scheduled:
+                self._scheduled = True
+                asyncio.get_running_loop().call_soon(self._start)
+
+    async def _execute(self, calls: list[Pending]) -> list[Any]:
+        """EVALSHA in one pipeline; calls whose script the store does not know (first use, or
+        after a restart) go again as EVAL, which also loads the script."""
+        if self.store.cluster:
+            pipe = self.store.client.pipeline(transaction=False)
+            for call in calls:
+                pipe.evalsha(_sha(call.script), len(call.keys), *call.keys, *call.args())
+            replies = list(await pipe.execute(raise_on_error=False))
+        else:
+            replies = await self._execute_packed(calls)
+        missing = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
+        if missing:
+            pipe = self.store.client.pipeline(transaction=False)
+            for i in missing:
+                call = calls[i]
+                pipe.eval(call.script, len(call.keys), *call.keys, *call.args())
+            for i, reply in zip(missing, await pipe.execute(raise_on_error=False),
+                                strict=True):
+                replies[i] = reply
+        return replies
+
+    async def _execute_packed(self, calls: list[Pending]) -> list[Any]:
+        """The same pipeline on a connection of our own, packed here: the request path's hot
+        spot (redis-py's generic pipeline spends more time packing than the store runs).
+        A connection found dead (the store restarted while it was idle) is replaced once."""
+        data = b"".join([call.packed() for call in calls])
+        reused = bool(self._idle)
+        conn = self._idle.pop() if reused else self.store.client.connection_pool.make_connection()
+        replies: list[Any] = []
+        try:
+            async with asyncio.timeout(self.timeout):  # one deadline for the whole batch
+                await conn.connect()
+                await conn.send_packed_command(data, check_health=False)
+                for _ in calls:
+                    try:
+                        replies.append(await conn.read_response(timeout=math.inf))
+                    except ResponseError as exc:  # an error reply; the next ones follow
+                        replies.append(exc)
+        except TimeoutError as exc:
+            await conn.disconnect()
+            raise StoreTimeout(f"no answer within {self.timeout} s") from exc
+        except StoreConnectionError:
+            await conn.disconnect()
+            if reused and not replies:
+                return await self._execute_packed(calls)
+            raise
+        except BaseException:
+            await conn.disconnect()  # half-read replies: never reuse this connection
+            raise
+        self._idle.append(conn)
+        return replies
+
+    async def close(self) -> None:
+        for conn in self._idle:
+            await conn.disconnect()
+        self._idle.clear()
+
+
+def _bulk(value: Arg) -> bytes:
+    if type(value) is not bytes:
+        value = value.encode() if isinstance(value, str) else repr(value).encode()
+    return b"$%d\r\n%b\r\n" % (len(value), value)
+
+
+_PACKED: dict[tuple[str, int, int], bytes] = {}
+
+
+def _pack_evalsha(script: str, keys: Sequence[str], args: Sequence[Arg]) -> bytes:
+    shape = (script, len(keys), len(args))
+    head = _PACKED.get(shape)
+    if head is None:  # "*<n>", EVALSHA, the sha and the key count are the same every time
+        head = _PACKED[shape] = (b"*%d\r\n" % (3 + len(keys) + len(args)) + _bulk("EVALSHA")
+                                 + _bulk(_sha(script)) + _bulk(len(keys)))
+    return head + b"".join([_bulk(v) for v in keys] + [_bulk(v) for v in args])
+
+
+_BULKS: dict[Arg, bytes] = {}
+
+
+def _bulk_cached(value: Arg) -> bytes:
+    """``_bulk`` of a value that repeats (the tier table)."""
+    data = _BULKS.get(value)
+    if data is None:
+        if len(_BULKS) > 100:
+            _BULKS.clear()
+        data = _BULKS[value] = _bulk(value)
+    return data
+
+
+_STRICT_TAIL = _bulk(_MINUTE) + _bulk(b"1")
+_LENIENT_TAIL = _bulk(_MINUTE) + _bulk(b"0")
+_SHAS: dict[str, str] = {}
+
+
+def _sha(script: str) -> str:
+    sha = _SHAS.get(script)
+    if sha is None:
+        sha = _SHAS[script] = hashlib.sha1(script.encode()).hexdigest()
+    return sha
+
+
+class _CheckGroup(Pending):
+    """Requests of one key waiting for the same script call (coalesced)."""
+
+    script = CHECK_SCRIPT
+
+    def __init__(self, limiter: KeyLimiter, group: tuple[str, str, str, bool],
+                 keys: Sequence[str], args: tuple[Arg, ...]) -> None:
+        self.limiter, self.group, self.keys, self._args = limiter, group, keys, args
+        self.waiters: list[asyncio.Future[GroupVerdict]] = []  # one each: cancelled alone
+
+    def close(self) -> None:
+        if self.limiter._open.get(self.group) is self:
+            del self.limiter._open[self.group]
+
+    def args(self) -> Sequence[Arg]:
+        self.close()  # packed: later requests of this key start a new group
+        return (*self._args, len(self.waiters))
+
+    def packed(self) -> bytes:
+        """Like ``_pack_evalsha`` of ``args()``, from parts cached per key and per table."""
+        self.close()
+        key_hash, table, now, ttl, _, strict = self._args
+        return b"".join((self.limiter._command_head(self.group, self.keys, key_hash),
+                         _bulk_cached(table), _bulk(now), _bulk(ttl),
+                         _STRICT_TAIL if strict == b"1" else _LENIENT_TAIL,
+                         _bulk(len(self.waiters))))
+
+    def resolve(self, reply: Any) -> None:
+        verdict = GroupVerdict.from_reply(reply)
+        if verdict.refusal in ("ok", "rate_limited", "quota_exceeded"):
+            if verdict.admitted:
+                metrics.decision(verdict.tier, OK, "store", verdict.admitted)
+            if len(self.waiters) > verdict.admitted:
+                metrics.decision(verdict.tier, verdict.refusal, "store",
+                                 len(self.waiters) - verdict.admitted)
+        for future in self.waiters:
+            if not future.done():
+                future.set_result(verdict)
+
+    def fail(self, error: BaseException) -> None:
+        self.close()
+        for future in self.waiters:
+            if not future.done():
+                future.set_exception(error)
+
+
+class KeyLimiter:
+    def __init__(self, store: Store, breaker_seconds: float, timeout: float) -> None:
+        self.store = store
+        self.breaker = CircuitBreaker(breaker_seconds)
+        self._batcher = _Batcher(store, self.breaker, timeout)
+        self._open: dict[tuple[str, str, str, bool], _CheckGroup] = {}
+        self._heads: dict[tuple[str, str, str, bool], bytes] = {}
+
+    def _command_head(self, group: tuple[str, str, str, bool], keys: Sequence[str],
+                      key_hash: Arg) -> bytes:
+        """EVALSHA, the sha, the three key names and the key's hash: the same for every call
+        of one key in one month, so packed once."""
+        head = self._heads.get(group)
+        if head is None:
+            if len(self._heads) >= 10_000:
+                self._heads.clear()
+            shape = _pack_evalsha(CHECK_SCRIPT, keys, (key_hash,))
+            head = self._heads[group] = b"*%d" % (3 + 3 + 7) + shape[shape.index(b"\r\n"):]
+        return head
+
+    async def close(self) -> None:
+        await self._batcher.close()
+        await self.store.close()
+
+    def available(self) -> bool:
+        return self.breaker.allow(time.monotonic())
+
+    async def check_many(self, key_id: str, key_hash: str, tier_table: str, now: float,
+                         month: MonthWindow, strict: bool = True) -> tuple[GroupVerdict, int]:
+        """Authenticate and count one request (call ``available()`` first): the verdict of
+        the script call it was coalesced into, and its place there."""
+        group_key = (key_id, key_hash, month.name, strict)
+        group = self._open.get(group_key)
+        if group is None or group._args[1] != tier_table:
+            keys = (key_record_key(key_id), key_gcra_key(key_id),
+                    key_month_key(key_id, month.name))
+            ttl = month.seconds_left(now) + MONTH_TTL_GRACE_S
+            group = _CheckGroup(self, group_key, keys, (key_hash, tier_table, repr(now), ttl,
+                                                        _MINUTE, b"1" if strict else b"0"))
+            self._open[group_key] = group
+            self._batcher.submit(group)
+        future: asyncio.Future[GroupVerdict] = asyncio.get_running_loop().create_future()
+        place = len(group.waiters)
+        group.waiters.append(future)
+        try:
+            return await future, place
+        except StoreUnavailable:
+            metrics.STORE_ERRORS.labels("ratelimit").inc()
+            raise
+
+    async def check(self, key_id: str, key_hash: str, tier_table: str, now: float,
+                    month: MonthWindow, strict: bool = True) -> Check:
+        verdict, place = await self.check_many(key_id, key_hash, tier_table, now, month,
+                                               strict)
+        return verdict.check(place)
+
+    async def admit_signup(self, ip: str, limit: int, period_s: float) -> float:
+        """Spend one signup of ``ip``: 0.0 when admitted, else seconds to wait."""
+        call = _Call(GCRA_SCRIPT, (signup_ip_key(ip),), (limit, int(period_s * 1_000_000)))
+        self._batcher.submit(call)
+        try:
+            reply = await call.future
+        except StoreUnavailable:
+            metrics.STORE_ERRORS.labels("signup_limit").inc()
+            raise
+        return 0.0 if int(reply[0]) else int(reply[1]) / 1_000_000
+

@@ -1,0 +1,196 @@
+"""The rate-limit decision (gateway.ratelimit) with explicit ``now`` values: no store, no clock."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from gateway.limiter import CircuitBreaker, GroupVerdict
+from gateway.ratelimit import (
+    MINUTE_US,
+    OK,
+    QUOTA_EXCEEDED,
+    RATE_LIMITED,
+    FallbackLimiter,
+    Limits,
+    decide,
+    decide_batch,
+    gcra,
+    month_window,
+    policy_header,
+    ratelimit_header,
+    seconds_up,
+)
+from gateway.tiers import DEFAULT_TIERS, wire_table
+
+T0 = 1_700_000_000_000_000  # microseconds
+
+
+def run(limit: int, times: list[int], tat: int = 0) -> list[bool]:
+    admitted = []
+    for now in times:
+        step = gcra(tat, now, limit)
+        tat = step.tat_us
+        admitted.append(step.allowed)
+    return admitted
+
+
+def test_a_burst_admits_exactly_the_limit() -> None:
+    for limit in (1, 7, 30, 100, 300, 3000):
+        assert run(limit, [T0] * (limit + 50)) == [True] * limit + [False] * 50
+
+
+def test_after_the_burst_one_request_per_emission_interval() -> None:
+    interval = MINUTE_US // 100
+    tat = 0
+    for _ in range(100):
+        tat = gcra(tat, T0, 100).tat_us
+    refused = gcra(tat, T0 + interval - 1, 100)
+    assert not refused.allowed and refused.retry_after_us == 1
+    admitted = gcra(tat, T0 + interval, 100)
+    assert admitted.allowed and admitted.remaining == 0
+
+
+def test_remaining_reset_and_retry_after() -> None:
+    first = gcra(0, T0, 30)
+    assert (first.allowed, first.remaining, first.reset_us) == (True, 29, 2_000_000)
+    tat = first.tat_us
+    for _ in range(29):
+        tat = gcra(tat, T0, 30).tat_us
+    refused = gcra(tat, T0, 30)
+    assert (refused.allowed, refused.remaining, refused.tat_us) == (False, 0, tat)
+    assert refused.reset_us == MINUTE_US  # the whole burst is back in a minute
+    assert refused.retry_after_us == 2_000_000  # one slot back in one emission interval
+    assert seconds_up(refused.retry_after_us) == 2
+
+
+def test_idle_key_gets_its_whole_burst_back() -> None:
+    tat = 0
+    for _ in range(30):
+        tat = gcra(tat, T0, 30).tat_us
+    assert run(30, [T0 + MINUTE_US] * 31, tat) == [True] * 30 + [False]
+
+
+@given(limit=st.integers(1, 5000), gaps=st.lists(st.integers(0, 5_000_000), max_size=200))
+def test_never_more_than_limit_plus_elapsed_intervals(limit: int, gaps: list[int]) -> None:
+    """Over any run, admitted <= limit + elapsed / T (the GCRA's definition)."""
+    now, tat, admitted = T0, 0, 0
+    for gap in gaps:
+        now += gap
+        step = gcra(tat, now, limit)
+        tat = step.tat_us
+        admitted += step.allowed
+    interval = MINUTE_US // limit
+    assert admitted <= limit + (now - T0) // interval
+
+
+def test_quota_first_and_refusals_cost_nothing() -> None:
+    limits = Limits(per_minute=100, per_month=5)
+    used, tat, results = 0, 0, []
+    for _ in range(7):
+        d = decide(tat, used, T0, limits)
+        used, tat = d.month_used, d.tat_us
+        results.append(d.result)
+    assert results == [OK] * 5 + [QUOTA_EXCEEDED] * 2
+    assert used == 5
+    assert decide(tat, used, T0, limits).minute_remaining == 95
+
+
+def test_rate_limited_before_quota_runs_out() -> None:
+    limits = Limits(per_minute=2, per_month=10)
+    d1 = decide(0, 0, T0, limits)
+    d2 = decide(d1.tat_us, d1.month_used, T0, limits)
+    d3 = decide(d2.tat_us, d2.month_used, T0, limits)
+    assert [d1.result, d2.result, d3.result] == [OK, OK, RATE_LIMITED]
+    assert d3.month_used == 2 and d3.retry_after_us == 30_000_000
+
+
+def test_unlimited_is_counted_but_never_refused() -> None:
+    limits = DEFAULT_TIERS["unlimited"]
+    d = decide(0, 10**9, T0, limits)
+    assert d.result == OK and d.month_used == 10**9 + 1 and d.minute_remaining == -1
+
+
+@pytest.mark.parametrize(("instant", "name", "days"), [
+    ("2023-11-30T23:59:59+00:00", "202311", 30),
+    ("2023-12-01T00:00:00+00:00", "202312", 31),
+    ("2024-02-10T12:00:00+00:00", "202402", 29),
+    ("2023-11-30T20:00:00-08:00", "202312", 31),  # already December in UTC
+])
+def test_month_window_is_the_utc_calendar_month(instant: str, name: str, days: int) -> None:
+    now = dt.datetime.fromisoformat(instant).timestamp()
+    month = month_window(now)
+    assert month.name == name and month.seconds == days * 86400
+    assert month.contains(now) and not month.contains(month.end)
+    assert 0 < month.seconds_left(now) <= month.seconds
+
+
+def test_headers_in_structured_field_form() -> None:
+    month = month_window(dt.datetime(2023, 11, 7, tzinfo=dt.UTC).timestamp())
+    bronze = DEFAULT_TIERS["bronze"]
+    assert policy_header(bronze, month) == '"minute";q=30;w=60, "month";q=100000;w=2592000'
+    assert ratelimit_header(bronze, 29, 2_000_000, 1, 3600) == \
+        '"minute";r=29;t=2, "month";r=99999;t=3600'
+    assert policy_header(DEFAULT_TIERS["unlimited"], month) == ""
+
+
+def test_fallback_limiter_is_per_key_and_bounded() -> None:
+    fallback = FallbackLimiter(max_keys=3)
+    limits = Limits(per_minute=2, per_month=0)
+    assert [fallback.check("a", limits, T0).allowed for _ in range(3)] == [True, True, False]
+    assert fallback.check("b", limits, T0).allowed
+    for key in ("c", "d", "e"):
+        fallback.check(key, limits, T0)
+    assert len(fallback) == 3
+    assert fallback.check("a", limits, T0).allowed  # "a" was forgotten first
+
+
+def test_circuit_breaker_opens_probes_and_closes() -> None:
+    breaker = CircuitBreaker(open_seconds=1.0)
+    assert breaker.allow(0.0)
+    breaker.failure(0.0)
+    assert not breaker.allow(0.5)
+    assert breaker.allow(1.0)  # one probe
+    assert not breaker.allow(1.0)  # the others wait for it
+    breaker.failure(1.1)
+    assert not breaker.allow(1.5) and breaker.allow(2.2)
+    breaker.success()
+    assert breaker.allow(2.3) and breaker.allow(2.3)
+
+
+def test_wire_table_puts_the_default_tier_first() -> None:
+    table = wire_table({**DEFAULT_TIERS, "a_first": Limits(1, 2)})
+    assert table.startswith(";bronze:30:100000;")
+    assert ";a_first:1:2;" in table and table.endswith(";")
+
+
+@given(per_minute=st.integers(0, 50), per_month=st.integers(0, 80),
+       used=st.integers(0, 100), spent=st.integers(0, 60), n=st.integers(1, 120))
+def test_a_coalesced_batch_decides_like_one_request_after_another(
+        per_minute: int, per_month: int, used: int, spent: int, n: int) -> None:
+    """What the script does for n requests of one key that arrive together (decide_batch) is
+    what n single decisions at that instant give, request by request (GroupVerdict.check)."""
+    limits = Limits(per_minute, per_month)
+    tat = gcra(0, T0 - 10 * MINUTE_US, per_minute or 1).tat_us
+    for _ in range(spent):  # some of the minute already used
+        tat = decide(tat, 0, T0, limits).tat_us
+    batch = decide_batch(tat, used, T0, limits, n)
+    verdict = GroupVerdict(batch.refusal or OK, "developer", "t", "", True, limits,
+                           batch.admitted, batch.minute_remaining, batch.minute_reset_us,
+                           batch.retry_after_us, batch.month_used, batch.interval_us)
+    state_tat, state_used = tat, used
+    for i in range(n):
+        one = decide(state_tat, state_used, T0, limits)
+        state_tat, state_used = one.tat_us, one.month_used
+        check = verdict.check(i)
+        assert (check.result, check.month_used) == (one.result, one.month_used), i
+        assert check.minute_remaining == one.minute_remaining, i
+        if one.result == OK:
+            assert check.minute_reset_us == one.minute_reset_us, i
+        if one.result == RATE_LIMITED:
+            assert check.retry_after_us == one.retry_after_us, i
+    # the same GCRA state (a TAT in the past and "now" mean the same: nothing owed)
+    assert (max(batch.tat_us, T0), batch.month_used) == (max(state_tat, T0), state_used)

@@ -1,0 +1,110 @@
+"""The limiter script on real stores (embedded Valkey, Redis 7): coalesced requests, key states,
+script reloads, and failing fast when the store is gone."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+
+from gateway.clock import FixedClock, parse_instant
+from gateway.errors import StoreUnavailable
+from gateway.key_service import create_key
+from gateway.keys import generate_key, key_hash, key_id_of
+from gateway.limiter import Check, KeyLimiter
+from gateway.ratelimit import month_window
+from gateway.store import Store
+from gateway.tiers import DEFAULT_TIERS, Limits, set_tier, wire_table
+
+NOW = parse_instant("2023-11-07T17:05:00-08:00")
+
+
+async def check_all(limiter: KeyLimiter, key: str, n: int, table: str,
+                    now: float = NOW) -> list[Check]:
+    month = month_window(now)
+    return list(await asyncio.gather(*(
+        limiter.check(key_id_of(key), key_hash(key), table, now, month) for _ in range(n))))
+
+
+@pytest.fixture
+async def limiter(store: Store) -> AsyncIterator[KeyLimiter]:
+    limiter = KeyLimiter(store.sibling(0.25), 1.0, 0.25)
+    yield limiter
+    await limiter.close()
+
+
+async def test_concurrent_requests_share_one_call_and_get_their_own_numbers(
+        store: Store, limiter: KeyLimiter) -> None:
+    await set_tier(store, "twenty", per_minute=20, per_month=1000)
+    table = wire_table({**DEFAULT_TIERS, "twenty": Limits(20, 1000)})
+    key, record = await create_key(store, FixedClock(NOW), kind="developer",
+                                   email="c@example.org", tier="twenty")
+    checks = await check_all(limiter, key, 50, table)
+    ok = [c for c in checks if c.result == "ok"]
+    assert len(ok) == 20
+    assert sorted(c.minute_remaining for c in ok) == list(range(20))
+    assert sorted(c.month_used for c in ok) == list(range(1, 21))
+    refused = [c for c in checks if c.result != "ok"]
+    assert {c.result for c in refused} == {"rate_limited"}
+    assert all(c.retry_after_us > 0 and c.minute_remaining == 0 for c in refused)
+    counters = await store.key_counters(record.key_id)
+    assert len(counters) == 2 and all(ttl > 0 for ttl in counters.values()), counters
+
+
+async def test_key_states(store: Store, limiter: KeyLimiter) -> None:
+    clock = FixedClock(NOW)
+    table = wire_table(DEFAULT_TIERS)
+    good, _ = await create_key(store, clock, kind="developer", email="a@example.org")
+    revoked, rec = await create_key(store, clock, kind="developer", email="b@example.org")
+    await store.update_key(rec.key_id, {"revoked": "2023-11-08T00:00:00+00:00"})
+    expired, _ = await create_key(store, clock, kind="developer", email="c@example.org",
+                                  expires=NOW - 1)
+    odd, rec = await create_key(store, clock, kind="operator", email="d@example.org")
+    await store.update_key(rec.key_id, {"tier": "platinum"})
+    assert (await check_all(limiter, good, 1, table))[0].result == "ok"
+    assert (await check_all(limiter, revoked, 1, table))[0].result == "revoked"
+    assert (await check_all(limiter, expired, 1, table))[0].result == "expired"
+    assert (await check_all(limiter, generate_key(), 1, table))[0].result == "unknown"
+    month = month_window(NOW)
+    strict = await limiter.check(key_id_of(odd), key_hash(odd), table, NOW, month)
+    assert (strict.result, strict.tier) == ("unknown_tier", "platinum")
+    lenient = await limiter.check(key_id_of(odd), key_hash(odd), table, NOW, month,
+                                  strict=False)
+    assert (lenient.result, lenient.tier_known, lenient.limits) == (
+        "ok", False, DEFAULT_TIERS["bronze"])  # an undefined tier gets the default's limits
+
+
+async def test_scripts_flushed_from_the_store_are_loaded_again(store: Store,
+                                                               limiter: KeyLimiter) -> None:
+    key, _ = await create_key(store, FixedClock(NOW), kind="developer", email="s@example.org")
+    table = wire_table(DEFAULT_TIERS)
+    assert (await check_all(limiter, key, 1, table))[0].result == "ok"
+    await store.client.script_flush()
+    checks = await check_all(limiter, key, 3, table)
+    assert [c.month_used for c in checks] == [2, 3, 4]
+
+
+async def test_a_dead_store_fails_fast_and_opens_the_breaker(tmp_path: Path) -> None:
+    dead = Store(aioredis.Redis.from_url(f"unix://{tmp_path}/nothing.sock"),
+                 f"unix://{tmp_path}/nothing.sock")
+    limiter = KeyLimiter(dead.sibling(0.25), 1.0, 0.25)
+    key = generate_key()
+    started = time.monotonic()
+    with pytest.raises(StoreUnavailable):
+        await limiter.check(key_id_of(key), key_hash(key), ";bronze:30:1;", NOW,
+                            month_window(NOW))
+    assert time.monotonic() - started < 0.5
+    assert not limiter.available()  # open: the next requests skip the store
+    await limiter.close()
+    await dead.client.aclose()
+
+
+async def test_signup_limit_per_ip(store: Store, limiter: KeyLimiter) -> None:
+    waits = [await limiter.admit_signup("192.0.2.1", 3, 3600) for _ in range(4)]
+    assert waits[:3] == [0.0, 0.0, 0.0] and 1190 < waits[3] <= 1200
+    assert await limiter.admit_signup("192.0.2.2", 3, 3600) == 0.0
+    assert 0 < await store.client.pttl("tg:signup:192.0.2.1") <= 3_600_000
