@@ -26,9 +26,6 @@ class Settings:
     role: str = "all"
     workers: int = 1
     log_level: str = "INFO"
-    key_cache_seconds: float = 2.0
-    """Unused since every request checks its key in the store (one script call); kept so
-    existing GATEWAY_KEY_CACHE_SECONDS settings stay valid."""
     auth_grace_seconds: float = 30.0
     """GATEWAY_AUTH_GRACE_SECONDS: while the store is down, keys this process verified that
     recently keep working (all others get 503 store_unavailable)."""
@@ -82,7 +79,6 @@ class Settings:
             data_dir=Path(env.get("GATEWAY_DATA_DIR", ".transit-gateway")),
             clock=env.get("GATEWAY_CLOCK") or None,
             log_level=env.get("GATEWAY_LOG_LEVEL", "INFO").upper(),
-            key_cache_seconds=float(env.get("GATEWAY_KEY_CACHE_SECONDS", "2")),
             auth_grace_seconds=float(env.get("GATEWAY_AUTH_GRACE_SECONDS", "30")),
             ratelimit_fail_open=env.get("GATEWAY_RATELIMIT_FAIL_OPEN", "1") in _TRUE,
             limiter_timeout_s=float(env.get("GATEWAY_LIMITER_TIMEOUT_SECONDS", "0.25")),

@@ -110,7 +110,7 @@ async def _make_gateway(store: Store, aiohttp_client: Any) -> Gateway:
     minute. An unlimited key is still authenticated, counted and checked on every request;
     the limits themselves are tested with keys of their own tiers (test_ratelimit_*)."""
     clock = FixedClock(parse_instant("2023-11-07T17:05:00-08:00"))
-    settings = Settings(key_cache_seconds=2.0)
+    settings = Settings()
     app = build_app(settings, store, clock)
     client = await aiohttp_client(app)
     key, _ = await create_key(store, clock, kind="developer", email="dev@example.org",
