@@ -16,6 +16,7 @@ from gateway.catalog import FeedCatalog
 from gateway.clock import Clock
 from gateway.errors import ApiError, StoreUnavailable, Unprocessable
 from gateway.feed_service import FeedService
+from gateway.http_metrics import HTTP_METRICS, flush_periodically, record
 from gateway.realtime import PollerManager
 from gateway.settings import Settings
 from gateway.state import (
@@ -56,8 +57,11 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         response = json_response(
             {"error": {"code": "internal_error", "message": "internal server error"}},
             status=500)
+    elapsed = time.perf_counter() - started
+    if request.app[HTTP_METRICS]:
+        record(request, response, elapsed)
     log.debug("%s %s %s %.1fms", request.method, request.path_qs, response.status,
-              (time.perf_counter() - started) * 1000)
+              elapsed * 1000)
     return response
 
 
@@ -74,6 +78,7 @@ def build_app(settings: Settings, store: Store, clock: Clock,
               catalog: FeedCatalog | None = None, follow_store: bool = True) -> web.Application:
     app = web.Application(middlewares=[error_middleware, auth_middleware],
                           client_max_size=64 * 1024 * 1024)
+    app[HTTP_METRICS] = settings.metrics  # request latency and bytes, by route and status
     catalog = catalog or FeedCatalog(store)
     app[SETTINGS] = settings
     app[STORE] = store
@@ -94,6 +99,8 @@ def build_app(settings: Settings, store: Store, clock: Clock,
     app.router.add_get("/v1/feeds/{feed}/vehicles", api.vehicles)
     app.router.add_get("/v1/feeds/{feed}/alerts", api.alerts)
 
+    if settings.metrics:
+        app.cleanup_ctx.append(flush_periodically)
     app[POLLERS] = PollerManager(store, catalog, settings, clock)
     app.router.add_post("/v1/feeds/{feed}/realtime", push_realtime)
     if follow_store:

@@ -7,6 +7,8 @@ operation, authentication failures by code, the limiter's store latency and circ
 
 from __future__ import annotations
 
+import os
+
 from aiohttp import web
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -41,7 +43,27 @@ def decision(tier: str, result: str, source: str, n: int = 1) -> None:
     child.inc(n)
 
 
+def _exposition() -> bytes:
+    """This process's registry; under ``serve --workers N`` (PROMETHEUS_MULTIPROC_DIR set) the
+    values of every worker, aggregated from their files, plus this process's scrape-time
+    collectors (realtime age)."""
+    from gateway.http_metrics import flush
+
+    flush()
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return generate_latest(REGISTRY)
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    from gateway.feed_metrics import AGE
+
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    registry.register(AGE)
+    return generate_latest(registry)
+
+
 async def metrics_handler(request: web.Request) -> web.Response:
-    response = web.Response(body=generate_latest(REGISTRY))
+    response = web.Response(body=_exposition())
     response.headers["Content-Type"] = CONTENT_TYPE_LATEST
     return response

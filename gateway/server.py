@@ -17,6 +17,7 @@ from gateway.app import build_app
 from gateway.clock import Clock, ShiftedClock, clock_from_setting, parse_instant
 from gateway.embedded import EmbeddedValkey
 from gateway.feed_config import FeedConfig
+from gateway.http_metrics import prepare_multiprocess_dir, remove_multiprocess_dir
 from gateway.key_service import create_key
 from gateway.replay import ReplayServer
 from gateway.settings import Settings
@@ -88,6 +89,8 @@ def serve(settings: Settings) -> int:
     if settings.redis_url is None:
         embedded = EmbeddedValkey(settings.data_dir)
         settings = dataclasses.replace(settings, redis_url=embedded.ensure_running())
+    # Metrics of all workers, aggregated by whichever one answers GET /metrics.
+    metrics_dir = prepare_multiprocess_dir()
     ctx = multiprocessing.get_context("spawn")
     procs = [ctx.Process(target=_worker, args=(settings,), name=f"worker-{i}")
              for i in range(settings.workers)]
@@ -106,6 +109,7 @@ def serve(settings: Settings) -> int:
     signal.signal(signal.SIGINT, stop)
     for p in procs:
         p.join()
+    remove_multiprocess_dir(metrics_dir)
     if embedded is not None:
         embedded.stop()
     return 0

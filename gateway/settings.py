@@ -53,6 +53,9 @@ class Settings:
     bench_no_auth: bool = False
     """GATEWAY_BENCH_NO_AUTH=1: benchmarks only; no authentication or rate limits at all.
     Never from a flag; refused unless the API listens on a loopback address."""
+    metrics: bool = True
+    """GATEWAY_METRICS: request metrics (latency by route and status, bytes out) on (1, the
+    default) or off (0: to measure what they cost)."""
     static_max_bytes: int = 512 * 1024 * 1024
     """GATEWAY_STATIC_MAX_BYTES: the largest static GTFS zip accepted (download or file)."""
     static_timeout_s: float = 300.0
@@ -91,6 +94,7 @@ class Settings:
                                   .split(",") if p.strip()),
             max_json_bytes=int(env.get("GATEWAY_MAX_JSON_BYTES", str(64 * 1024))),
             bench_no_auth=env.get("GATEWAY_BENCH_NO_AUTH", "") == "1",
+            metrics=env.get("GATEWAY_METRICS", "1") in _TRUE,
             static_max_bytes=int(env.get("GATEWAY_STATIC_MAX_BYTES", str(512 * 1024 * 1024))),
             allow_private_urls=env.get("GATEWAY_ALLOW_PRIVATE_URLS", "") in ("1", "true", "yes"),
         )

@@ -1,0 +1,302 @@
+"""Load benchmark of the keyed departures endpoint against what aiohttp itself can serve.
+
+Servers, all up for the whole run and loaded one at a time (rounds interleaved, rotating order):
+
+- ``hello``: the ceiling, ``bench/hello.py`` (aiohttp + uvloop, a small orjson body);
+- ``gw``: ``transit-gateway serve --role api`` as in production (request metrics on);
+- ``gw-nometrics``: the same with ``GATEWAY_METRICS=0``;
+- ``gw-w2``: the same with ``--workers 2`` (SO_REUSEPORT).
+
+One-process servers are pinned to CPU 0 with ``taskset`` and wrk to CPU 1 (when taskset exists
+and there are 2+ CPUs); ``--workers 2`` is left on both CPUs (shared with wrk: on a 2-core
+machine it cannot scale linearly). The embedded Valkey is not pinned.
+
+Load: ``wrk -t1 -c32 --latency``; departures of WMATA's Metro Center (``STN_A01_C01``, a station
+with its platforms) at 2026-05-05 08:00 (``GATEWAY_CLOCK``), ``limit=50``, on a tier whose
+limits are never reached (every request is authenticated, checked and counted). One key on every
+request, or 100 keys in rotation (a wrk Lua script).
+
+Store commands per request: Valkey counts the commands a Lua script runs (``redis.call``) in
+``INFO commandstats``, in ``total_commands_processed`` and in a client's ``tot-cmds`` alike, so
+none of them gives the commands the gateway *sends*. The figure comes from ``MONITOR`` instead:
+a separate run on ``gw`` (one key, then 100 keys) with a MONITOR connection of the bench
+counting the lines of commands received from clients (a script's inner calls are the lines
+marked ``[0 lua]`` and are not counted), divided by the requests wrk completed. Everything the
+gateway sends in that time counts, background refreshes included; MONITOR slows the store, so
+those runs' throughput is not reported. A coalesced script call counts once for all the
+requests it serves. ``INFO commandstats`` deltas of the one-key throughput runs (script-internal
+calls included) are printed on stderr for information.
+
+p99 at half of peak: wrk with a pacing Lua script (``delay()`` before each request, so each of
+the 32 connections sends at most rate/32 requests per second) at half of that round's measured
+one-worker keyed peak. This is closed-loop pacing, not wrk2's constant arrival rate: a request
+delayed by a slow predecessor is not counted as waiting (coordinated omission), so the p99 is a
+lower bound of the open-loop p99; the achieved rate is shown next to it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+from bench.common import DATA, ROOT, Row, free_port, median, wait_http
+from bench.keys import _cli, _make_keys, _rotation_script, ensure_wrk
+
+FEED = DATA / "gtfs" / "wmata-2026.zip"
+CLOCK = "2026-05-05T08:00:00-04:00"
+PATH = "/v1/feeds/wmata/stops/STN_A01_C01/departures?limit=50"
+TIER = ("bench", "60000000", "1000000000000")
+CONNECTIONS = 32
+
+
+def _pin() -> tuple[list[str], list[str]]:
+    if shutil.which("taskset") and (os.cpu_count() or 1) >= 2:
+        return ["taskset", "-c", "0"], ["taskset", "-c", "1"]
+    return [], []
+
+
+def _ms(value: str, unit: str) -> float:
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def run_wrk(binary: list[str], url: str, seconds: int, headers: dict[str, str] | None = None,
+            script: Path | None = None) -> tuple[float, float, float, int]:
+    """requests/s, p50 ms, p99 ms, requests completed."""
+    args = [*binary, "-t1", f"-c{CONNECTIONS}", f"-d{seconds}s", "--latency"]
+    if script is not None:
+        args += ["-s", str(script)]
+    for name, value in (headers or {}).items():
+        args += ["-H", f"{name}: {value}"]
+    out = subprocess.run([*args, url], check=True, capture_output=True, text=True).stdout
+    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    if bad:
+        raise RuntimeError(f"{bad.group(1)} failed responses from {url}:\n{out}")
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    done = re.search(r"(\d+) requests in", out)
+    p50 = re.search(r"50%\s+([\d.]+)(us|ms|s)", out)
+    p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
+    if not (rps and done and p50 and p99):
+        raise RuntimeError(f"cannot read wrk's output:\n{out}")
+    return (float(rps.group(1)), _ms(*p50.groups()), _ms(*p99.groups()), int(done.group(1)))
+
+
+def _paced_script(path: Path, key: str, rate: float) -> Path:
+    delay_ms = max(0.0, CONNECTIONS * 1000.0 / rate)
+    path.write_text(f"wrk.headers['X-API-Key'] = '{key}'\n"
+                    f"function delay() return {delay_ms:.3f} end\n")
+    return path
+
+
+class StoreStats:
+    def __init__(self, url: str) -> None:
+        import redis
+
+        self.url = url
+        self.client = redis.Redis.from_url(url)
+
+    def commandstats(self) -> dict[str, int]:
+        return {name: int(v["calls"]) for name, v in self.client.info("commandstats").items()}
+
+    def _connect(self) -> socket.socket:
+        if self.url.startswith("unix://"):
+            sock = socket.socket(socket.AF_UNIX)
+            sock.connect(self.url.removeprefix("unix://").split("?")[0])
+        else:
+            rest = self.url.split("://", 1)[1].split("/")[0].rsplit("@", 1)[-1]
+            host, _, port = rest.partition(":")
+            sock = socket.create_connection((host, int(port or 6379)))
+        return sock
+
+    def count_sent(self, during: Callable[[], int]) -> tuple[int, int]:
+        """(commands received from clients, during()'s result) while ``during`` runs, counted
+        with MONITOR: script-internal calls (``[0 lua]`` lines) and our own marker excluded."""
+        marker = uuid.uuid4().hex.encode()
+        sock = self._connect()
+        sock.sendall(b"MONITOR\r\n")
+        assert sock.recv(5) == b"+OK\r\n"
+        counted = {"lines": 0, "lua": 0}
+
+        def read() -> None:
+            tail = b""
+            while True:
+                chunk = sock.recv(1 << 20)
+                if not chunk:
+                    return
+                data = tail + chunk
+                end = data.rfind(b"\n") + 1
+                done, tail = data[:end], data[end:]
+                counted["lines"] += done.count(b"\n")
+                counted["lua"] += done.count(b" lua] ")
+                if marker in done:
+                    return
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        result = during()
+        self.client.echo(marker)
+        reader.join(timeout=120)
+        sock.close()
+        # minus the marker's ECHO (also counted by the monitor)
+        return counted["lines"] - counted["lua"] - 1, result
+
+
+def run(rounds: int = 3, seconds: int = 5) -> list[Row]:
+    from gateway.embedded import EmbeddedValkey
+
+    wrk_bin = ensure_wrk()
+    pin_server, pin_wrk = _pin()
+    wrk = [*pin_wrk, wrk_bin]
+    tmp = Path(tempfile.mkdtemp(prefix="tg-bench-load-"))
+    store = EmbeddedValkey(tmp / "store")
+    redis_url = store.ensure_running()
+    env = {**os.environ, "REDIS_URL": redis_url, "GATEWAY_LOG_LEVEL": "WARNING",
+           "GATEWAY_CLOCK": CLOCK}
+    for name in ("GATEWAY_BENCH_NO_AUTH", "GATEWAY_METRICS", "PROMETHEUS_MULTIPROC_DIR"):
+        env.pop(name, None)
+    servers: list[subprocess.Popen[bytes]] = []
+    stats = StoreStats(redis_url)
+    try:
+        print("  loading wmata-2026.zip...", file=sys.stderr)
+        _cli(env, "feeds", "add", "wmata", "--static", str(FEED))
+        _cli(env, "tiers", "set", TIER[0], "--per-minute", TIER[1], "--per-month", TIER[2])
+        keys = _make_keys(redis_url, 100)
+        key = keys[0]
+        rotation = _rotation_script(tmp / "keys.lua", keys)
+        ports = {m: free_port() for m in ("hello", "gw", "gw-nometrics", "gw-w2")}
+        gw = [sys.executable, "-m", "gateway", "serve", "--role", "api", "--port"]
+        launch = {
+            "hello": ([*pin_server, sys.executable, "-m", "bench.hello", str(ports["hello"])],
+                      env),
+            "gw": ([*pin_server, *gw, str(ports["gw"])], env),
+            "gw-nometrics": ([*pin_server, *gw, str(ports["gw-nometrics"])],
+                             {**env, "GATEWAY_METRICS": "0"}),
+            "gw-w2": ([*gw, str(ports["gw-w2"]), "--workers", "2"], env),
+        }
+        for cmd, child_env in launch.values():
+            servers.append(subprocess.Popen(cmd, env=child_env, cwd=ROOT))
+        for port in ports.values():
+            wait_http(f"http://127.0.0.1:{port}/healthz")
+
+        def url(mode: str) -> str:
+            return f"http://127.0.0.1:{ports[mode]}" + ("/" if mode == "hello" else PATH)
+
+        headers = {"X-API-Key": key}
+        for mode in ports:  # warm up: feed loaded, connections open, code paths hot
+            wait_http(url(mode) + ("" if mode == "hello" else f"&key={key}"), timeout=120)
+            run_wrk(wrk, url(mode), 2, None if mode == "hello" else headers)
+
+        res: dict[str, list[tuple[float, float, float, int]]] = {}
+        breakdown: dict[str, int] = {}
+
+        def load(name: str, mode: str, rotate: bool) -> None:
+            cs_before = stats.commandstats()
+            got = run_wrk(wrk, url(mode), seconds, None if rotate or mode == "hello"
+                          else headers, rotation if rotate else None)
+            res.setdefault(name, []).append(got)
+            if mode == "gw" and not rotate:
+                for cmd, calls in stats.commandstats().items():
+                    breakdown[cmd] = breakdown.get(cmd, 0) + calls - cs_before.get(cmd, 0)
+
+        plan = [("hello", "hello", False), ("gw1", "gw", False), ("gw100", "gw", True),
+                ("nometrics1", "gw-nometrics", False), ("nometrics100", "gw-nometrics", True),
+                ("w2_1", "gw-w2", False), ("w2_100", "gw-w2", True)]
+        for i in range(rounds):
+            order = plan[i % len(plan):] + plan[:i % len(plan)]
+            if i % 2:
+                order.reverse()
+            for name, mode, rotate in order:
+                load(name, mode, rotate)
+            half = res["gw1"][-1][0] / 2
+            res.setdefault("paced", []).append(
+                run_wrk(wrk, url("gw"), seconds, None,
+                        _paced_script(tmp / "paced.lua", key, half)))
+            print(f"  round {i + 1}: " + ", ".join(f"{n} {v[-1][0]:.0f}/s p99 {v[-1][2]:.2f}ms"
+                                                  for n, v in res.items()), file=sys.stderr)
+        print("  commandstats over the one-key runs: " + ", ".join(
+            f"{c.removeprefix('cmdstat_')}={n}" for c, n in sorted(breakdown.items()) if n),
+            file=sys.stderr)
+        import time
+        import urllib.request
+
+        time.sleep(1.5)  # the workers flush their counts every second
+        with urllib.request.urlopen(f"http://127.0.0.1:{ports['gw-w2']}/metrics") as resp:
+            text = resp.read().decode()
+        counted = re.search(r'^tg_http_request_seconds_count\{method="GET",route="/v1/feeds/'
+                            r'\{feed\}/stops/\{stop\}/departures",status="200"\} ([\d.e+]+)$',
+                            text, re.M)
+        print(f"  --workers 2 /metrics (aggregated over both workers): departures 200 count "
+              f"{counted.group(1) if counted else None}; wrk completed "
+              f"{sum(r[3] for n in ('w2_1', 'w2_100') for r in res[n])} in the measured runs "
+              f"(+ warm-up)", file=sys.stderr)
+        per_request: dict[str, float] = {}
+        for name, rotate in (("cmds1", False), ("cmds100", True)):
+            sent, served = stats.count_sent(lambda rotate=rotate: run_wrk(  # type: ignore[misc]
+                wrk, url("gw"), 3, None if rotate else headers,
+                rotation if rotate else None)[3])
+            per_request[name] = sent / served
+            print(f"  MONITOR, {name}: {sent} commands sent for {served} requests",
+                  file=sys.stderr)
+    finally:
+        for server in servers:
+            server.terminate()
+            server.wait(timeout=20)
+        stats.client.close()
+        store.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    def m(name: str, field: int) -> float:
+        return median([r[field] for r in res[name]])
+
+    ceiling = m("hello", 0)
+    rows = [Row("load: ceiling, aiohttp hello orjson", ceiling, "req/s",
+                "itself", ceiling, "wrk -t1 -c32")]
+    for label, name in (("1 key", "gw1"), ("100 keys", "gw100")):
+        rows += [
+            Row(f"load: keyed departures, {label}", m(name, 0), "req/s", "ceiling", ceiling,
+                "≥ 0.60"),
+            Row(f"load: keyed departures, {label}, p50", m(name, 1), "ms", "ceiling p50",
+                m("hello", 1)),
+            Row(f"load: keyed departures, {label}, p99", m(name, 2), "ms", "ceiling p99",
+                m("hello", 2)),
+        ]
+    for label, name, base in (("1 key", "w2_1", "gw1"), ("100 keys", "w2_100", "gw100")):
+        rows += [
+            Row(f"load: --workers 2, {label}", m(name, 0), "req/s", "1 worker", m(base, 0),
+                "≥ 1.00"),
+            Row(f"load: --workers 2, {label}, p99", m(name, 2), "ms", "1 worker p99",
+                m(base, 2)),
+        ]
+    rows += [
+        Row("load: store commands/request, 1 key", per_request["cmds1"], "cmd",
+            "target 1", 1.0, "≤ 1"),
+        Row("load: store commands/request, 100 keys", per_request["cmds100"], "cmd",
+            "target 1", 1.0, "≤ 1"),
+        Row("load: p99 at half peak (paced wrk)", m("paced", 2), "ms", "target 10 ms", 10.0,
+            "< 10 ms"),
+        Row("load: rate achieved by the paced run", m("paced", 0), "req/s", "1 key peak",
+            m("gw1", 0), "0.50"),
+        Row("load: metrics on, 1 key", m("gw1", 0), "req/s", "GATEWAY_METRICS=0",
+            m("nometrics1", 0), "≥ 0.95"),
+        Row("load: metrics on, 100 keys", m("gw100", 0), "req/s", "GATEWAY_METRICS=0",
+            m("nometrics100", 0), "≥ 0.95"),
+    ]
+    return rows
+
+
+def main() -> None:
+    from bench.common import print_table
+
+    print_table(run())
+
+
+if __name__ == "__main__":
+    main()
