@@ -1,30 +1,35 @@
-"""Run every benchmark and print one table (ratios against baselines measured in this run)."""
+"""Run benchmarks and print one table (ratios against baselines measured in the same run).
+
+    python -m bench                      every benchmark (make bench)
+    python -m bench ingest realtime      only those groups (ingest, realtime, keys, load)
+"""
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 
 from bench import ingest, keys, load, realtime
-from bench.common import print_table
+from bench.common import Row, print_table
+
+GROUPS: dict[str, tuple[str, Callable[[], list[Row]]]] = {
+    "ingest": ("ingest benchmark (5 interleaved rounds)", ingest.run),
+    "realtime": ("realtime benchmarks (interleaved rounds)", realtime.run),
+    "keys": ("keys benchmark (keyed vs unkeyed departures, 5 interleaved rounds)", keys.run),
+    "load": ("load benchmark (ceiling vs keyed departures, 3 interleaved rounds)", load.run),
+}
 
 
 def main() -> None:
-    if sys.argv[1:] == ["load"]:  # python -m bench load: only the load benchmark
-        print("load benchmark (ceiling vs keyed departures, 3 interleaved rounds)...",
-              file=sys.stderr)
-        print_table(load.run())
-        return
-    rows = []
-    print("ingest benchmark (5 interleaved rounds)...", file=sys.stderr)
-    rows += ingest.run()
-    print("realtime benchmarks (interleaved rounds)...", file=sys.stderr)
-    rows += realtime.run()
-    print("keys benchmark (keyed vs unkeyed departures, 5 interleaved rounds)...",
-          file=sys.stderr)
-    rows += keys.run()
-    print("load benchmark (ceiling vs keyed departures, 3 interleaved rounds)...",
-          file=sys.stderr)
-    rows += load.run()
+    chosen = sys.argv[1:] or list(GROUPS)
+    unknown = [g for g in chosen if g not in GROUPS]
+    if unknown:
+        sys.exit(f"unknown benchmark group(s) {unknown}; choose from {list(GROUPS)}")
+    rows: list[Row] = []
+    for name in chosen:
+        title, run = GROUPS[name]
+        print(f"{title}...", file=sys.stderr)
+        rows += run()
     print()
     print_table(rows)
 

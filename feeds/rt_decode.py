@@ -8,6 +8,7 @@ the last good snapshot.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from typing import Any
 
 from google.protobuf import json_format
@@ -216,30 +217,100 @@ def entity_trip_updates(body: bytes, now: float, previous_timestamp: int | None,
     Returns the header (as an entity-less snapshot) and, per trip-update entity in feed order,
     (key, its bytes, its TripUpdate — or None when the bytes equal ``known[key]``, so the
     caller reuses what it made of them last time). Keys are entity ids, made unique by order.
+    The message is split into entities at the wire level, so an unchanged entity is never
+    parsed: a snapshot costs in proportion to what changed in it.
     """
-    message = parse_message(body)
-    header = to_snapshot(_header_only(message), hashlib.sha256(body).hexdigest()[:16])
+    if not body:
+        raise RealtimeRejected("empty_body", "the realtime body is empty")
+    try:
+        header_bytes, entities = _split(body)
+    except (ValueError, IndexError) as exc:
+        raise RealtimeRejected("not_a_feed_message",
+                               f"not a GTFS-Realtime FeedMessage: {exc}") from exc
+    message = pb.FeedMessage()
+    if header_bytes is not None:
+        try:
+            message.header.MergeFromString(header_bytes)
+        except DecodeError as exc:
+            raise RealtimeRejected("not_a_feed_message", f"bad FeedHeader: {exc}") from exc
+    header = to_snapshot(message, hashlib.sha256(body).hexdigest()[:16])
     check_header(header, now, previous_timestamp)
     out: list[tuple[str, bytes, TripUpdate | None]] = []
     seen: dict[str, int] = {}
-    for entity in message.entity:
-        if entity.is_deleted or not entity.HasField("trip_update"):
-            continue
-        n = seen.get(entity.id, 0)
-        seen[entity.id] = n + 1
-        key = entity.id if n == 0 else f"{entity.id}#{n}"
-        raw = entity.SerializeToString()
+    for entity_id, raw in entities:
+        n = seen.get(entity_id, 0)
+        seen[entity_id] = n + 1
+        key = entity_id if n == 0 else f"{entity_id}#{n}"
         if known.get(key) == raw:
             out.append((key, raw, None))
-        else:
-            out.append((key, raw, _trip_update(entity.id, entity.trip_update)))
+            continue
+        try:
+            entity = pb.FeedEntity.FromString(raw)
+        except DecodeError as exc:
+            raise RealtimeRejected("not_a_feed_message", f"bad FeedEntity: {exc}") from exc
+        out.append((key, raw, _trip_update(entity.id, entity.trip_update)))
     return header, out
 
 
-def _header_only(message: Any) -> Any:
-    copy = pb.FeedMessage()
-    copy.header.CopyFrom(message.header)
-    return copy
+def _varint(buf: bytes, i: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        b = buf[i]
+        i += 1
+        result |= (b & 0x7F) << shift
+        if b < 0x80:
+            return result, i
+        shift += 7
+        if shift > 63:
+            raise ValueError("varint too long")
+
+
+def _fields(buf: bytes, start: int, end: int) -> Iterator[tuple[int, int, int, int]]:
+    """(field number, wire type, value start, value end) of each field in buf[start:end]."""
+    i = start
+    while i < end:
+        tag, i = _varint(buf, i)
+        number, wire = tag >> 3, tag & 7
+        if wire == 0:
+            s = i
+            _, i = _varint(buf, i)
+        elif wire == 2:
+            length, i = _varint(buf, i)
+            s, i = i, i + length
+        elif wire == 1:
+            s, i = i, i + 8
+        elif wire == 5:
+            s, i = i, i + 4
+        else:
+            raise ValueError(f"unsupported wire type {wire}")
+        if i > end or number == 0:
+            raise ValueError("truncated or malformed field")
+        yield number, wire, s, i
+
+
+def _split(body: bytes) -> tuple[bytes | None, list[tuple[str, bytes]]]:
+    """FeedMessage wire bytes → (header bytes, [(entity id, entity bytes)] of the live
+    trip-update entities). Field numbers from gtfs-realtime.proto: FeedMessage.header = 1,
+    .entity = 2; FeedEntity.id = 1, .is_deleted = 2, .trip_update = 3."""
+    header: bytes | None = None
+    entities: list[tuple[str, bytes]] = []
+    for number, wire, s, e in _fields(body, 0, len(body)):
+        if wire != 2:
+            continue
+        if number == 1:
+            header = body[s:e]
+        elif number == 2:
+            entity_id, deleted, has_trip_update = "", False, False
+            for f, w, fs, fe in _fields(body, s, e):
+                if f == 1 and w == 2:
+                    entity_id = body[fs:fe].decode("utf-8")
+                elif f == 2 and w == 0:
+                    deleted = _varint(body, fs)[0] != 0
+                elif f == 3 and w == 2:
+                    has_trip_update = True
+            if has_trip_update and not deleted:
+                entities.append((entity_id, body[s:e]))
+    return header, entities
 
 
 def check_header(snapshot: FeedSnapshot, now: float, previous_timestamp: int | None) -> None:

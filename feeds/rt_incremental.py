@@ -12,9 +12,11 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
+import orjson
+
 from feeds.rt_merge import MergeResult, Reject, merge_one
 from feeds.rt_model import TripUpdate
-from feeds.rt_overlay import Record, overlay_records, render, trip_realtime_records
+from feeds.rt_overlay import Record, overlay_records, trip_realtime_records
 from feeds.schedule import ScheduleIndex
 
 
@@ -115,10 +117,12 @@ class IncrementalMerger:
         self.entities = new_entities
         for stop in touched:
             records: list[Record] = []
-            for key in index.get(stop, ()):
+            # Entity order, not record order, makes the bytes deterministic: each entity's
+            # records come in trip order already, and sorting a few keys beats sorting records.
+            for key in sorted(index.get(stop, ())):
                 if key not in losers:
                     records.extend(new_entities[key].records[stop])
-            data = render(records) if records else None
+            data = orjson.dumps(records) if records else None
             if data is None:
                 if stop in self.stop_bytes:
                     delta.stop_deletes.append(stop)

@@ -216,8 +216,12 @@ class Store:
         trip_deletes = trip_deletes or []
         try:
             pipe = self.client.pipeline(transaction=False)
-            for stop, data in stop_writes.items():
-                pipe.set(_feed(feed_id, f"rt:stop:{stop}"), data)
+            if self.cluster:  # keys of one feed spread over slots: one SET each
+                for stop, data in stop_writes.items():
+                    pipe.set(_feed(feed_id, f"rt:stop:{stop}"), data)
+            elif stop_writes:  # one command for all: a third of the write's cost
+                pipe.mset({_feed(feed_id, f"rt:stop:{stop}"): data
+                           for stop, data in stop_writes.items()})
             if stop_deletes:
                 pipe.delete(*[_feed(feed_id, f"rt:stop:{s}") for s in stop_deletes])
             if trip_writes:
