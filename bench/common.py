@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import statistics
 import subprocess
@@ -75,3 +76,29 @@ def print_table(rows: list[Row]) -> None:
     for r in rows:
         print(f"{r.name:<46} {r.value:>10.3f} {r.unit:<6} "
               f"{r.baseline + f' ({r.baseline_value:.3f})':<34} {r.ratio:>7.2f}  {r.target}")
+
+
+def _ms(value: str, unit: str) -> float:
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def run_wrk(binary: list[str], url: str, seconds: int, headers: dict[str, str] | None = None,
+            script: Path | None = None, connections: int = 32
+            ) -> tuple[float, float, float, int]:
+    """requests/s, p50 ms, p99 ms, requests completed."""
+    args = [*binary, "-t1", f"-c{connections}", f"-d{seconds}s", "--latency"]
+    if script is not None:
+        args += ["-s", str(script)]
+    for name, value in (headers or {}).items():
+        args += ["-H", f"{name}: {value}"]
+    out = subprocess.run([*args, url], check=True, capture_output=True, text=True).stdout
+    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    if bad:
+        raise RuntimeError(f"{bad.group(1)} failed responses from {url}:\n{out}")
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    done = re.search(r"(\d+) requests in", out)
+    p50 = re.search(r"50%\s+([\d.]+)(us|ms|s)", out)
+    p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
+    if not (rps and done and p50 and p99):
+        raise RuntimeError(f"cannot read wrk's output:\n{out}")
+    return (float(rps.group(1)), _ms(*p50.groups()), _ms(*p99.groups()), int(done.group(1)))

@@ -18,14 +18,13 @@ wrk comes from Debian's package (installed here with apt-get when missing).
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from bench.common import DATA, ROOT, Row, free_port, median, wait_http
+from bench.common import DATA, ROOT, Row, free_port, median, run_wrk, wait_http
 
 FEED = DATA / "gtfs" / "caltrain-2023.zip"
 CLOCK = "2023-11-07T17:05:00-08:00"
@@ -49,20 +48,9 @@ def ensure_wrk() -> str:
 
 
 def wrk(binary: str, url: str, seconds: int, headers: dict[str, str],
-        connections: int = 32, script: Path | None = None) -> float:
-    args = [binary, "-t1", f"-c{connections}", f"-d{seconds}s"]
-    if script is not None:
-        args += ["-s", str(script)]
-    for name, value in headers.items():
-        args += ["-H", f"{name}: {value}"]
-    out = subprocess.run([*args, url], check=True, capture_output=True, text=True).stdout
-    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
-    if bad:
-        raise RuntimeError(f"{bad.group(1)} failed responses from {url}:\n{out}")
-    match = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    if not match:
-        raise RuntimeError(f"cannot read wrk's output:\n{out}")
-    return float(match.group(1))
+        script: Path | None = None) -> float:
+    """Requests per second of one wrk run (see bench.common.run_wrk)."""
+    return run_wrk([binary], url, seconds, headers, script)[0]
 
 
 def _rotation_script(path: Path, keys: list[str]) -> Path:

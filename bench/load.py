@@ -48,7 +48,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from bench.common import DATA, ROOT, Row, free_port, median, wait_http
+from bench.common import DATA, ROOT, Row, free_port, median, run_wrk, wait_http
 from bench.keys import _cli, _make_keys, _rotation_script, ensure_wrk
 
 FEED = DATA / "gtfs" / "wmata-2026.zip"
@@ -62,31 +62,6 @@ def _pin() -> tuple[list[str], list[str]]:
     if shutil.which("taskset") and (os.cpu_count() or 1) >= 2:
         return ["taskset", "-c", "0"], ["taskset", "-c", "1"]
     return [], []
-
-
-def _ms(value: str, unit: str) -> float:
-    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
-
-
-def run_wrk(binary: list[str], url: str, seconds: int, headers: dict[str, str] | None = None,
-            script: Path | None = None) -> tuple[float, float, float, int]:
-    """requests/s, p50 ms, p99 ms, requests completed."""
-    args = [*binary, "-t1", f"-c{CONNECTIONS}", f"-d{seconds}s", "--latency"]
-    if script is not None:
-        args += ["-s", str(script)]
-    for name, value in (headers or {}).items():
-        args += ["-H", f"{name}: {value}"]
-    out = subprocess.run([*args, url], check=True, capture_output=True, text=True).stdout
-    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
-    if bad:
-        raise RuntimeError(f"{bad.group(1)} failed responses from {url}:\n{out}")
-    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    done = re.search(r"(\d+) requests in", out)
-    p50 = re.search(r"50%\s+([\d.]+)(us|ms|s)", out)
-    p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
-    if not (rps and done and p50 and p99):
-        raise RuntimeError(f"cannot read wrk's output:\n{out}")
-    return (float(rps.group(1)), _ms(*p50.groups()), _ms(*p99.groups()), int(done.group(1)))
 
 
 def _paced_script(path: Path, key: str, rate: float) -> Path:

@@ -3,11 +3,13 @@ answers), a gateway app over them, fixture paths, and helpers to add feeds and k
 
 from __future__ import annotations
 
+import asyncio
 import socket
-from collections.abc import AsyncIterator, Iterator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from aiohttp.test_utils import TestClient
@@ -26,7 +28,20 @@ FIXTURES = Path(__file__).parent / "fixtures"
 GTFS = FIXTURES / "gtfs"
 EDGE_GTFS = FIXTURES / "edge" / "gtfs"
 RT = FIXTURES / "rt"
-REDIS7_URL = "redis://127.0.0.1:6379/9"  # a database of its own on the shared server
+REDIS7_URL = "redis://127.0.0.1:6379/9"
+T = TypeVar("T")  # a database of its own on the shared server
+
+
+async def eventually(check: Callable[[], Awaitable[T]], within: float = 2.0) -> T:
+    """Changes reach an app through the store's pub/sub: retry an assertion a while."""
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            return await check()
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.05)
 
 
 def _redis7_answers() -> bool:

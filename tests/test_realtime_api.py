@@ -21,9 +21,7 @@ import asyncio
 import csv
 import datetime as dt
 import io
-import time
 import zipfile
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import cache
 from typing import Any, TypeVar
@@ -33,7 +31,7 @@ import aiohttp
 import orjson
 import pytest
 from aiohttp import web
-from conftest import GTFS, RT, Gateway
+from conftest import GTFS, RT, Gateway, eventually
 from google.transit import gtfs_realtime_pb2 as pb
 
 from feeds.errors import FeedError
@@ -278,17 +276,6 @@ async def live(gateway: Gateway) -> RtGateway:
     return await _rt_gateway(gateway, trip_updates=f"{UNREACHABLE}/tu.pb",
                              vehicle_positions=f"{UNREACHABLE}/vp.pb",
                              alerts=f"{UNREACHABLE}/alerts.pb")
-
-
-async def eventually(check: Callable[[], Awaitable[T]], within: float = 2.0) -> T:
-    deadline = time.monotonic() + within
-    while True:
-        try:
-            return await check()
-        except AssertionError:
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(0.05)
 
 
 def assert_board(body: dict[str, Any], ref: list[RefDeparture]) -> None:

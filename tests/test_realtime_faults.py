@@ -33,7 +33,7 @@ from typing import Any, TypeVar
 import aiohttp
 import pytest
 from aiohttp import web
-from conftest import GTFS, RT, Gateway
+from conftest import GTFS, RT, Gateway, eventually
 from google.transit import gtfs_realtime_pb2 as pb
 
 from feeds.errors import FeedError
@@ -392,18 +392,6 @@ async def live(gateway: Gateway, fault_server: FaultServer,
     poller = Poller(rt, gateway.app[CATALOG], "trip_updates", fault_server.feed_url(), {},
                     POLL_SECONDS, settings, session)
     return Live(gateway, fault_server, rt, poller, key)
-
-
-async def eventually(check: Callable[[], Awaitable[T]], within: float = 2.0) -> T:
-    """Realtime reaches the API through the store's pub/sub: retry an assertion a while."""
-    deadline = time.monotonic() + within
-    while True:
-        try:
-            return await check()
-        except AssertionError:
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(0.05)
 
 
 def realtime_entries(board: dict[str, Any]) -> list[dict[str, Any]]:
