@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from aiohttp import web
 
 from feeds.errors import FeedError
-from gateway import api, keys_api
+from gateway import api, keys_api, openapi
 from gateway.access import require_operator
 from gateway.catalog import FeedCatalog
 from gateway.clock import Clock
@@ -91,6 +91,8 @@ def build_app(settings: Settings, store: Store, clock: Clock,
 
     app.router.add_get("/healthz", api.healthz)
     app.router.add_get("/readyz", api.readyz)
+    app.router.add_get("/openapi.json", openapi.openapi_json)
+    app.router.add_get("/docs", openapi.docs)
     app.router.add_get("/v1/feeds", api.list_feeds)
     app.router.add_get("/v1/feeds/{feed}", api.get_feed)
     app.router.add_get("/v1/feeds/{feed}/stops", api.search_stops)
