@@ -67,14 +67,6 @@ def overlay_records(index: ScheduleIndex, merged: MergeResult) -> dict[str, list
 _order = operator.itemgetter(K_TRIP, K_DATE, K_RUN, K_SEQ)
 
 
-def changed_stops(old: dict[str, bytes], new: dict[str, bytes]) -> tuple[dict[str, bytes],
-                                                                         list[str]]:
-    """(stops to write, stops to delete): only what differs between two snapshots."""
-    write = {stop: data for stop, data in new.items() if old.get(stop) != data}
-    delete = [stop for stop in old if stop not in new]
-    return write, delete
-
-
 def decode_overlay(data: bytes | None) -> list[Record]:
     return [] if not data else list(orjson.loads(data))
 
