@@ -266,8 +266,9 @@ class Guard:
         return caller
 
 
-async def add_headers(request: web.Request, response: web.StreamResponse) -> None:
-    """``on_response_prepare``: the rate-limit headers of whatever answers a keyed request."""
+def set_limit_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """The rate-limit headers of whatever answers a keyed request (``gateway.app``'s
+    middleware calls this for every response, before it is prepared)."""
     caller: Caller | None = request.get(CALLER)
     if caller is not None:
         headers = response.headers
@@ -275,7 +276,7 @@ async def add_headers(request: web.Request, response: web.StreamResponse) -> Non
         policy = _POLICIES.get((limits, caller.month.name))
         if policy is None or caller.month_used is None:
             headers.update(caller.headers())
-        elif policy:  # the common case, formatted in place (this runs for every response)
+        elif policy:  # the common case, formatted in place
             headers["RateLimit-Policy"] = policy
             headers["RateLimit"] = (
                 f'"minute";r={caller.minute_remaining};t={-(-caller.minute_reset_us // US)}, '
@@ -286,6 +287,7 @@ async def add_headers(request: web.Request, response: web.StreamResponse) -> Non
                                       caller.month_used, caller.month_seconds_left))
             if caller.retry_after_s:
                 headers["Retry-After"] = str(caller.retry_after_s)
-    retry = request.get(RETRY_AFTER)
-    if retry:
-        response.headers["Retry-After"] = str(retry)
+    elif response.status == 429:
+        retry = request.get(RETRY_AFTER)
+        if retry:
+            response.headers["Retry-After"] = str(retry)

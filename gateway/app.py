@@ -11,7 +11,7 @@ from aiohttp import web
 
 from feeds.errors import FeedError
 from gateway import api, keys_api, openapi
-from gateway.access import require_operator
+from gateway.access import require_operator, set_limit_headers
 from gateway.catalog import FeedCatalog
 from gateway.clock import Clock
 from gateway.errors import ApiError, StoreUnavailable, Unprocessable
@@ -34,14 +34,23 @@ from gateway.store import Store
 
 log = logging.getLogger("gateway.access")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-KEY_RECORD = web.RequestKey("key_record", object)
 
 
 @web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """The one place where errors become HTTP: ApiError → its status and stable code."""
+async def gateway_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The only middleware, so the hot path pays for one layer and no response signal:
+
+    - /v1 routes are authenticated and counted first (``gateway.access``); refusals (401,
+      429, 503) never reach the handler;
+    - the one place where errors become HTTP: ApiError → its status and stable code;
+    - the caller's rate-limit headers are set on whatever answers (handlers return their
+      responses unprepared, so the headers can still be added here);
+    - the request is measured (``gateway.http_metrics``).
+    """
     started = time.perf_counter()
     try:
+        if request.path.startswith("/v1/"):
+            await keys_api.admit(request)
         response = await handler(request)
     except ApiError as exc:
         response = json_response(exc.body(), status=exc.status)
@@ -57,26 +66,19 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         response = json_response(
             {"error": {"code": "internal_error", "message": "internal server error"}},
             status=500)
+    set_limit_headers(request, response)
     elapsed = time.perf_counter() - started
     if request.app[HTTP_METRICS]:
         record(request, response, elapsed)
-    log.debug("%s %s %s %.1fms", request.method, request.path_qs, response.status,
-              elapsed * 1000)
+    if log.isEnabledFor(logging.DEBUG):  # path_qs costs a URL build: only when logged
+        log.debug("%s %s %s %.1fms", request.method, request.path_qs, response.status,
+                  elapsed * 1000)
     return response
-
-
-@web.middleware
-async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """/v1 routes: authenticate and count the key (gateway.access); refusals never reach the
-    handler. ``request[KEY_RECORD]`` is the ``gateway.access.Caller`` (None: a public route)."""
-    if request.path.startswith("/v1/"):
-        request[KEY_RECORD] = await keys_api.admit(request)
-    return await handler(request)
 
 
 def build_app(settings: Settings, store: Store, clock: Clock,
               catalog: FeedCatalog | None = None, follow_store: bool = True) -> web.Application:
-    app = web.Application(middlewares=[error_middleware, auth_middleware],
+    app = web.Application(middlewares=[gateway_middleware],
                           client_max_size=64 * 1024 * 1024)
     app[HTTP_METRICS] = settings.metrics  # request latency and bytes, by route and status
     catalog = catalog or FeedCatalog(store)
@@ -85,6 +87,11 @@ def build_app(settings: Settings, store: Store, clock: Clock,
     app[CLOCK] = clock
     app[CATALOG] = catalog
     app[FEEDS] = FeedService(store, settings, clock, catalog)
+    # The hot routes first: aiohttp tries the routes under /v1/feeds in registration order.
+    app.router.add_get("/v1/feeds/{feed}/stops/{stop}/departures", api.departures)
+    app.router.add_get("/v1/feeds/{feed}/vehicles", api.vehicles)
+    app.router.add_get("/v1/feeds/{feed}/alerts", api.alerts)
+    app.router.add_get("/v1/feeds/{feed}/trips/{trip}", api.trip)
     keys_api.install(app, settings, store, clock)  # keys, limits, signup, operator routes
     app[SEARCH_CACHE] = {}
     app[BOARD_CACHE] = {}
@@ -96,10 +103,6 @@ def build_app(settings: Settings, store: Store, clock: Clock,
     app.router.add_get("/v1/feeds", api.list_feeds)
     app.router.add_get("/v1/feeds/{feed}", api.get_feed)
     app.router.add_get("/v1/feeds/{feed}/stops", api.search_stops)
-    app.router.add_get("/v1/feeds/{feed}/stops/{stop}/departures", api.departures)
-    app.router.add_get("/v1/feeds/{feed}/trips/{trip}", api.trip)
-    app.router.add_get("/v1/feeds/{feed}/vehicles", api.vehicles)
-    app.router.add_get("/v1/feeds/{feed}/alerts", api.alerts)
 
     if settings.metrics:
         app.cleanup_ctx.append(flush_periodically)

@@ -1,6 +1,6 @@
 """Request metrics on the hot path: latency by route and status, response body bytes.
 
-Recorded by the outermost (error) middleware for every request, so nothing is resolved per
+Recorded by the app's one middleware for every request, so nothing is resolved per
 request: the labelled
 children of a (route, method, status) are looked up once and kept in a dict keyed by the
 matched aiohttp route object (identity hash) and the status. The route label is the resource's
@@ -121,7 +121,7 @@ def _children_of(request: web.Request, status: int) -> _Series:
 
 
 def record(request: web.Request, response: web.StreamResponse, elapsed: float) -> None:
-    """Count one response (called by ``gateway.app.error_middleware``, the outermost
+    """Count one response (called by ``gateway.app.gateway_middleware``, the only
     middleware, when ``app[HTTP_METRICS]``)."""
     series = _children_of(request, response.status)
     series.counts[bisect_left(BOUNDS, elapsed)] += 1  # Prometheus buckets are "<= bound"

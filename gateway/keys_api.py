@@ -20,7 +20,7 @@ from aiohttp import web
 
 from feeds.static_source import local_path
 from gateway import metrics, signup
-from gateway.access import CALLER, Caller, Guard, add_headers, require_operator
+from gateway.access import CALLER, Caller, Guard, require_operator
 from gateway.bodies import read_json
 from gateway.clock import Clock
 from gateway.errors import BadRequest, StoreUnavailable
@@ -142,7 +142,6 @@ def install(app: web.Application, settings: Settings, store: Store, clock: Clock
     if not settings.bench_no_auth:
         app[GUARD] = Guard(settings, clock, limiter, tiers)
     app[signup.SIGNUP] = signup.SignupService(store, clock, settings, limiter, tiers)
-    app.on_response_prepare.append(add_headers)
 
     app.router.add_get("/v1/keys/me", keys_me)
     app.router.add_post("/v1/keys", signup.post_keys)
