@@ -25,6 +25,7 @@ from gateway.state import (
     SEARCH_CACHE,
     SETTINGS,
     STORE,
+    BoardEntry,
     json_response,
 )
 
@@ -171,13 +172,31 @@ async def search_stops(request: web.Request) -> web.Response:
 
 
 async def departures(request: web.Request) -> web.Response:
-    feed = _feed(request)
+    app = request.app
+    now = app[CLOCK].now()
+    catalog = app[CATALOG]
+    feed = catalog.get(request.match_info["feed"])
+    view = catalog.realtime_view(feed.config.id)
+    cache = app[BOARD_CACHE]
+    hit = cache.get(request.raw_path)
+    if (hit is not None and hit.second == int(now) and hit.feed is feed and hit.view is view
+            and hit.revision == view.revision):
+        return web.Response(body=hit.body, content_type="application/json")
+    revision = view.revision  # before any await: a change meanwhile makes the entry stale
+    body = await _render_board(request, feed, view, now)
+    if len(cache) >= BOARD_CACHE_SIZE:
+        cache.clear()  # entries live one second: dropping them all costs one recompute each
+    cache[request.raw_path] = BoardEntry(int(now), feed, view, revision, body)
+    return web.Response(body=body, content_type="application/json")
+
+
+async def _render_board(request: web.Request, feed: LoadedFeed, view: RealtimeView,
+                        now: float) -> bytes:
     index = feed.ready_index()
     stop_i = _stop(index, request.match_info["stop"])
     q = request.query
     app = request.app
     settings = app[SETTINGS]
-    now = app[CLOCK].now()
     start = int(params.get_instant(q, "time", now))
     window = params.get_int(q, "window", settings.default_window_min, 1, settings.max_window_min)
     limit = params.get_int(q, "limit", settings.default_limit, 1, settings.max_limit)
@@ -189,16 +208,6 @@ async def departures(request: web.Request) -> web.Response:
         if route is None:
             raise NotFound(f"no route {route_id!r} in feed {index.feed_id!r}",
                            code="route_not_found")
-    view = app[CATALOG].realtime_view(index.feed_id)
-    # A board is a function of these (times to the second): the rendered bytes are reused by
-    # every request for the same stop within the same second, until an event invalidates.
-    cache = app[BOARD_CACHE]
-    cache_key = (index.feed_id, index.version, stop_i, start, int(now), window, limit, route,
-                 include_cancelled, view.generation, view.alerts_version,
-                 (view.meta.get("trip_updates") or {}).get("timestamp"))
-    body = cache.get(cache_key)
-    if body is not None:
-        return web.Response(body=body, content_type="application/json")
     fresh = view.freshness("trip_updates", now, settings.stale_trip_updates_s,
                            feed.config.trip_updates is not None)
     members = index.stops.board_members(stop_i)
@@ -211,7 +220,7 @@ async def departures(request: web.Request) -> web.Response:
     alerts_fresh = view.freshness("alerts", now, settings.stale_alerts_s,
                                   feed.config.alerts is not None)
     alert_index = view.alerts if not alerts_fresh.stale else None
-    body = orjson.dumps({
+    return orjson.dumps({
         "feed": index.feed_id,
         "stop": render.stop(index, stop_i, full=False),
         "time": iso_local(start, index.timezone),
@@ -220,10 +229,6 @@ async def departures(request: web.Request) -> web.Response:
         "realtime_age_s": fresh.age_s,
         "realtime_stale": fresh.stale,
     })
-    if len(cache) >= BOARD_CACHE_SIZE:
-        cache.clear()  # entries live one second: dropping them all costs one recompute each
-    cache[cache_key] = body
-    return web.Response(body=body, content_type="application/json")
 
 
 async def trip(request: web.Request) -> web.Response:

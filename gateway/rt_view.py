@@ -39,6 +39,7 @@ class RealtimeView:
     alerts: AlertIndex = field(default_factory=lambda: AlertIndex(()))
     alerts_version: str | None = None
     generation: int = 0  # bumped by every invalidation, so a fetch that raced one is dropped
+    revision: int = 0  # bumped by every event or reload: what a rendered board depends on
 
     def freshness(self, kind: str, now: float, threshold_s: float, configured: bool
                   ) -> Freshness:
@@ -53,6 +54,7 @@ class RealtimeView:
 
     def invalidate(self, stops: list[str] | str) -> None:
         self.generation += 1
+        self.revision += 1
         if stops == "*":
             self.overlays.clear()
         else:
@@ -71,6 +73,7 @@ class RealtimeView:
         return {s: self.overlays[s] for s in stop_ids}
 
     async def apply_event(self, store: Store, event: dict[str, Any]) -> None:
+        self.revision += 1
         kind = event.get("kind")
         if isinstance(kind, str) and isinstance(event.get("meta"), dict):
             self.meta[kind] = event["meta"]
@@ -82,6 +85,8 @@ class RealtimeView:
     async def reload(self, store: Store) -> None:
         """Full refresh (start-up, or a possibly missed event): meta, caches, blobs."""
         meta = await store.realtime_meta(self.feed_id)
+        if meta != self.meta:
+            self.revision += 1
         old = (self.meta.get("trip_updates") or {}).get("version")
         self.meta = meta
         if (meta.get("trip_updates") or {}).get("version") != old:
@@ -94,11 +99,13 @@ class RealtimeView:
             blob = await store.realtime_blob(self.feed_id, "vehicle_positions")
             self.vehicles = orjson.loads(blob) if blob else []
             self.vehicles_version = version
+            self.revision += 1
         version = (self.meta.get("alerts") or {}).get("version")
         if version != self.alerts_version:
             blob = await store.realtime_blob(self.feed_id, "alerts")
             self.alerts = AlertIndex(tuple(orjson.loads(blob)) if blob else ())
             self.alerts_version = version
+            self.revision += 1
 
 
 def thresholds(settings: Settings) -> dict[str, float]:
