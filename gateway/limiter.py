@@ -1,5 +1,5 @@
-"""The store side of authentication + rate limiting: one Lua script call per request (or
-fewer: concurrent requests of one key share one).
+"""The store side of authentication + rate limiting: one Lua script call per batch of
+requests, whatever their keys.
 
 ``KeyLimiter.check`` runs ``CHECK_SCRIPT`` on the key's record, its GCRA state and its month
 counter (one hash tag, so one Cluster slot). The script verifies the key (hash, revoked,
@@ -10,11 +10,13 @@ whose clock is off changes nothing per minute; the month counter's name comes fr
 clock (so ``GATEWAY_CLOCK`` moves it, on purpose).
 
 Coalescing: requests of one key that arrive while the previous batch is on the wire share one
-script call that decides all of them at once, exactly as if they had come one after another
-(``n`` in the script). Calls of different keys that arrive together go out in one pipeline
-(one round trip). The connection pool is the store's fast sibling (short timeouts, no retries)
-behind a circuit breaker, so while the store is down requests do not each wait for a timeout;
-a probe every ``open_seconds`` closes the breaker again.
+verdict that decides all of them at once, exactly as if they had come one after another (``n``
+in the script), and the keys of a whole batch are checked by one script call, one after another
+inside it (on a Redis Cluster, where a script's keys must share a slot, one call per key, all
+in one pipeline). So a request costs at most one store command, usually a fraction of one. The
+connection pool is the store's fast sibling (short timeouts, no retries) behind a circuit
+breaker, so while the store is down requests do not each wait for a timeout; a probe every
+``open_seconds`` closes the breaker again.
 """
 
 from __future__ import annotations
@@ -40,58 +42,72 @@ MONTH_TTL_GRACE_S = 86_400  # a month counter outlives its month by a day (clock
 _MINUTE = str(MINUTE_US).encode()
 
 CHECK_SCRIPT = """
--- KEYS: the key record, its GCRA state, its month counter (one hash tag)
--- ARGV: key hash, tier table ";name:per_minute:per_month;...", process now (s),
---       month counter TTL (s), GCRA period (us), strict tier lookup (1|0), n requests
--- The n requests are decided as if one after another (gateway.ratelimit.decide_batch).
-local rec = redis.call('HMGET', KEYS[1], 'hash', 'kind', 'tier', 'revoked', 'expires',
-                       'expires_at')
-if rec[1] ~= ARGV[1] then return {'unknown'} end
-local kind, tier, expires = rec[2] or '', rec[3] or '', rec[5] or ''
-if rec[4] and rec[4] ~= '' then return {'revoked', kind, tier, expires} end
-local expires_at = tonumber(rec[6] or '')
-if expires_at and expires_at <= tonumber(ARGV[3]) then
-  return {'expired', kind, tier, expires}
-end
-local at = string.find(ARGV[2], ';' .. tier .. ':', 1, true)
-local known = 1
-if not at then
-  if ARGV[6] == '1' then return {'unknown_tier', kind, tier, expires} end
-  known, at = 0, 1
-end
-local pm, pq = string.match(ARGV[2], '^;[^;:]*:(%d+):(%d+)', at)
-local per_minute, per_month = tonumber(pm), tonumber(pq)
-local n = tonumber(ARGV[7])
-local used = tonumber(redis.call('GET', KEYS[3]) or '0')
-local admitted, refusal = n, 'ok'
-if per_month > 0 and per_month - used < admitted then
-  admitted, refusal = math.max(0, per_month - used), 'quota_exceeded'
-end
-local remaining, reset, retry, t = -1, 0, 0, 0
-if per_minute > 0 then
-  local clock = redis.call('TIME')
-  local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
-  t = math.max(1, math.floor(tonumber(ARGV[5]) / per_minute))
-  local span = t * per_minute
-  local tat = tonumber(redis.call('GET', KEYS[2]) or '0')
-  if tat < now then tat = now end
-  local slots = math.max(0, math.floor((span - (tat - now)) / t))
-  if slots < admitted then admitted, refusal = slots, 'rate_limited' end
-  if admitted > 0 then
-    tat = tat + admitted * t
-    redis.call('SET', KEYS[2], string.format('%.0f', tat), 'PX',
-               math.max(1, math.ceil((tat - now) / 1000)))
+-- KEYS: per key checked: its record, its GCRA state, its month counter (one hash tag each)
+-- ARGV: tier table ";name:per_minute:per_month;...", GCRA period (us), then per key: its
+--       hash, process now (s), month counter TTL (s), strict tier lookup (1|0), n requests
+-- One reply per key, in KEYS order; a key's n requests are decided as if one after another
+-- (gateway.ratelimit.decide_batch). Keys are checked one after another, so a key named twice
+-- sees its first check's counts.
+local tiers, period = ARGV[1], tonumber(ARGV[2])
+local store_now
+local function check(k, a)
+  local rec = redis.call('HMGET', KEYS[k + 1], 'hash', 'kind', 'tier', 'revoked', 'expires',
+                         'expires_at')
+  if rec[1] ~= ARGV[a + 1] then return {'unknown'} end
+  local kind, tier, expires = rec[2] or '', rec[3] or '', rec[5] or ''
+  if rec[4] and rec[4] ~= '' then return {'revoked', kind, tier, expires} end
+  local expires_at = tonumber(rec[6] or '')
+  if expires_at and expires_at <= tonumber(ARGV[a + 2]) then
+    return {'expired', kind, tier, expires}
   end
-  remaining = math.floor((span - (tat - now)) / t)
-  reset = tat - now
-  if refusal == 'rate_limited' then retry = tat + t - now - span end
+  local at = string.find(tiers, ';' .. tier .. ':', 1, true)
+  local known = 1
+  if not at then
+    if ARGV[a + 4] == '1' then return {'unknown_tier', kind, tier, expires} end
+    known, at = 0, 1
+  end
+  local pm, pq = string.match(tiers, '^;[^;:]*:(%d+):(%d+)', at)
+  local per_minute, per_month = tonumber(pm), tonumber(pq)
+  local n = tonumber(ARGV[a + 5])
+  local used = tonumber(redis.call('GET', KEYS[k + 3]) or '0')
+  local admitted, refusal = n, 'ok'
+  if per_month > 0 and per_month - used < admitted then
+    admitted, refusal = math.max(0, per_month - used), 'quota_exceeded'
+  end
+  local remaining, reset, retry, t = -1, 0, 0, 0
+  if per_minute > 0 then
+    if not store_now then
+      local clock = redis.call('TIME')
+      store_now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
+    end
+    local now = store_now
+    t = math.max(1, math.floor(period / per_minute))
+    local span = t * per_minute
+    local tat = tonumber(redis.call('GET', KEYS[k + 2]) or '0')
+    if tat < now then tat = now end
+    local slots = math.max(0, math.floor((span - (tat - now)) / t))
+    if slots < admitted then admitted, refusal = slots, 'rate_limited' end
+    if admitted > 0 then
+      tat = tat + admitted * t
+      redis.call('SET', KEYS[k + 2], string.format('%.0f', tat), 'PX',
+                 math.max(1, math.ceil((tat - now) / 1000)))
+    end
+    remaining = math.floor((span - (tat - now)) / t)
+    reset = tat - now
+    if refusal == 'rate_limited' then retry = tat + t - now - span end
+  end
+  if admitted > 0 then
+    used = redis.call('INCRBY', KEYS[k + 3], admitted)
+    if used == admitted then redis.call('EXPIRE', KEYS[k + 3], ARGV[a + 3]) end
+  end
+  return {refusal, kind, tier, expires, known, per_minute, per_month, admitted, remaining,
+          reset, retry, used, t}
 end
-if admitted > 0 then
-  used = redis.call('INCRBY', KEYS[3], admitted)
-  if used == admitted then redis.call('EXPIRE', KEYS[3], ARGV[4]) end
+local out = {}
+for i = 0, #KEYS / 3 - 1 do
+  out[i + 1] = check(i * 3, 2 + i * 5)
 end
-return {refusal, kind, tier, expires, known, per_minute, per_month, admitted, remaining,
-        reset, retry, used, t}
+return out
 """
 
 GCRA_SCRIPT = """
@@ -221,17 +237,7 @@ Arg = str | bytes | int | float
 
 
 class Pending:
-    """One script call waiting in the batcher; ``args()`` is read when it is packed."""
-
-    script: str
-    keys: Sequence[str]
-
-    def args(self) -> Sequence[Arg]:
-        raise NotImplementedError
-
-    def packed(self) -> bytes:
-        """The EVALSHA command, RESP-encoded."""
-        return _pack_evalsha(self.script, self.keys, self.args())
+    """One caller's share of a batch: told the reply meant for it, or the error."""
 
     def resolve(self, reply: Any) -> None:
         raise NotImplementedError
@@ -241,12 +247,11 @@ class Pending:
 
 
 class _Call(Pending):
-    def __init__(self, script: str, keys: Sequence[str], args: Sequence[Arg]) -> None:
-        self.script, self.keys, self._args = script, keys, args
-        self.future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    """A script call of its own (a signup's GCRA)."""
 
-    def args(self) -> Sequence[Arg]:
-        return self._args
+    def __init__(self, script: str, keys: Sequence[str], args: Sequence[Arg]) -> None:
+        self.script, self.keys, self.args = script, keys, args
+        self.future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
 
     def resolve(self, reply: Any) -> None:
         if not self.future.done():
@@ -257,9 +262,61 @@ class _Call(Pending):
             self.future.set_exception(error)
 
 
+class _Wire:
+    """One command on the wire and whom its reply is for: a single call, or the key checks of
+    a whole batch in one ``CHECK_SCRIPT`` call, whose reply holds one answer per key."""
+
+    __slots__ = ("checks", "packed", "single")
+
+    def __init__(self, single: _Call | None, checks: list[_CheckGroup], packed: bytes) -> None:
+        self.single, self.checks, self.packed = single, checks, packed
+
+    @classmethod
+    def of_call(cls, call: _Call) -> _Wire:
+        return cls(call, [], _pack_evalsha(call.script, call.keys, call.args))
+
+    @classmethod
+    def of_checks(cls, checks: list[_CheckGroup]) -> _Wire:
+        """Packed from parts cached per key and per tier table (this runs for every batch)."""
+        parts = [b"*%d\r\n" % (5 + 8 * len(checks)), _EVALSHA_CHECK, _bulk(3 * len(checks))]
+        parts += [c.key_part for c in checks]
+        parts += [_bulk_cached(checks[0].table), _MINUTE_BULK]
+        for c in checks:
+            c.close()  # packed: later requests of its key start a new group
+            parts += [c.arg_part, _bulk(len(c.waiters))]
+        return cls(None, checks, b"".join(parts))
+
+    @property
+    def script(self) -> str:
+        return self.single.script if self.single is not None else CHECK_SCRIPT
+
+    def command(self) -> tuple[list[Arg], list[Arg]]:
+        """Keys and arguments unpacked (the cluster client and EVAL need them)."""
+        if self.single is not None:
+            return list(self.single.keys), list(self.single.args)
+        keys: list[Arg] = []
+        args: list[Arg] = [self.checks[0].table, _MINUTE]
+        for c in self.checks:
+            keys += c.keys
+            args += [*c.args, len(c.waiters)]
+        return keys, args
+
+    def deliver(self, reply: Any) -> None:
+        if self.single is not None:
+            self.single.resolve(reply)
+            return
+        for check, answer in zip(self.checks, reply, strict=True):
+            check.resolve(answer)
+
+    def fail(self, error: BaseException) -> None:
+        for pending in [self.single] if self.single is not None else self.checks:
+            pending.fail(error)
+
+
 class _Batcher:
-    """Sends waiting calls in pipelines, at most ``max_inflight`` on the wire at once. The
-    breaker learns every batch's outcome here, whether or not its callers still wait."""
+    """Sends waiting calls in pipelines, at most ``max_inflight`` on the wire at once; the key
+    checks of one batch go as one script call (per Cluster slot on a cluster). The breaker
+    learns every batch's outcome here, whether or not its callers still wait."""
 
     def __init__(self, store: Store, breaker: CircuitBreaker, timeout: float,
                  max_batch: int = 512, max_inflight: int = 4) -> None:
@@ -286,61 +343,76 @@ class _Batcher:
             batch, self._pending = (self._pending[:self.max_batch],
                                     self._pending[self.max_batch:])
             self._inflight += 1
-            task = asyncio.create_task(self._send(batch))
+            task = asyncio.create_task(self._send(self._wires(batch)))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def _send(self, batch: list[Pending]) -> None:
+    def _wires(self, batch: list[Pending]) -> list[_Wire]:
+        wires: list[_Wire] = []
+        by_table: dict[str, list[_CheckGroup]] = {}
+        for pending in batch:
+            if isinstance(pending, _CheckGroup):
+                if self.store.cluster:  # a script's keys must share a slot: one call per key
+                    wires.append(_Wire.of_checks([pending]))
+                else:
+                    by_table.setdefault(pending.table, []).append(pending)
+            elif isinstance(pending, _Call):
+                wires.append(_Wire.of_call(pending))
+        wires += [_Wire.of_checks(checks) for checks in by_table.values()]
+        return wires
+
+    async def _send(self, wires: list[_Wire]) -> None:
         started = time.perf_counter()
         try:
-            replies = await self._execute(batch)
+            replies = await self._execute(wires)
         except Exception as exc:  # noqa: BLE001 - every waiting request must get an answer
             self.breaker.failure(time.monotonic())
             error: Exception = exc
             if isinstance(exc, (RedisError, OSError)):
                 error = StoreUnavailable(f"store error: {exc}")
-            for call in batch:
-                call.fail(error)
+            for wire in wires:
+                wire.fail(error)
         else:
             self.breaker.success()
             metrics.LIMITER_SECONDS.observe(time.perf_counter() - started)
-            for call, reply in zip(batch, replies, strict=True):
+            for wire, reply in zip(wires, replies, strict=True):
                 if isinstance(reply, Exception):
-                    call.fail(StoreUnavailable(f"store error: {reply}"))
+                    wire.fail(StoreUnavailable(f"store error: {reply}"))
                 else:
-                    call.resolve(reply)
+                    wire.deliver(reply)
         finally:
             self._inflight -= 1
             if self._pending and not self._scheduled:
                 self._scheduled = True
                 asyncio.get_running_loop().call_soon(self._start)
 
-    async def _execute(self, calls: list[Pending]) -> list[Any]:
-        """EVALSHA in one pipeline; calls whose script the store does not know (first use, or
-        after a restart) go again as EVAL, which also loads the script."""
+    async def _execute(self, wires: list[_Wire]) -> list[Any]:
+        """EVALSHA in one pipeline; commands whose script the store does not know (first use,
+        or after a restart) go again as EVAL, which also loads the script."""
         if self.store.cluster:
             pipe = self.store.client.pipeline(transaction=False)
-            for call in calls:
-                pipe.evalsha(_sha(call.script), len(call.keys), *call.keys, *call.args())
+            for wire in wires:
+                keys, args = wire.command()
+                pipe.evalsha(_sha(wire.script), len(keys), *keys, *args)
             replies = list(await pipe.execute(raise_on_error=False))
         else:
-            replies = await self._execute_packed(calls)
+            replies = await self._execute_packed(wires)
         missing = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
         if missing:
             pipe = self.store.client.pipeline(transaction=False)
             for i in missing:
-                call = calls[i]
-                pipe.eval(call.script, len(call.keys), *call.keys, *call.args())
+                keys, args = wires[i].command()
+                pipe.eval(wires[i].script, len(keys), *keys, *args)
             for i, reply in zip(missing, await pipe.execute(raise_on_error=False),
                                 strict=True):
                 replies[i] = reply
         return replies
 
-    async def _execute_packed(self, calls: list[Pending]) -> list[Any]:
+    async def _execute_packed(self, wires: list[_Wire]) -> list[Any]:
         """The same pipeline on a connection of our own, packed here: the request path's hot
         spot (redis-py's generic pipeline spends more time packing than the store runs).
         A connection found dead (the store restarted while it was idle) is replaced once."""
-        data = b"".join([call.packed() for call in calls])
+        data = b"".join([wire.packed for wire in wires])
         reused = bool(self._idle)
         conn = self._idle.pop() if reused else self.store.client.connection_pool.make_connection()
         replies: list[Any] = []
@@ -348,7 +420,7 @@ class _Batcher:
             async with asyncio.timeout(self.timeout):  # one deadline for the whole batch
                 await conn.connect()
                 await conn.send_packed_command(data, check_health=False)
-                for _ in calls:
+                for _ in wires:
                     try:
                         replies.append(await conn.read_response(timeout=math.inf))
                     except ResponseError as exc:  # an error reply; the next ones follow
@@ -359,7 +431,7 @@ class _Batcher:
         except StoreConnectionError:
             await conn.disconnect()
             if reused and not replies:
-                return await self._execute_packed(calls)
+                return await self._execute_packed(wires)
             raise
         except BaseException:
             await conn.disconnect()  # half-read replies: never reuse this connection
@@ -379,16 +451,9 @@ def _bulk(value: Arg) -> bytes:
     return b"$%d\r\n%b\r\n" % (len(value), value)
 
 
-_PACKED: dict[tuple[str, int, int], bytes] = {}
-
-
-def _pack_evalsha(script: str, keys: Sequence[str], args: Sequence[Arg]) -> bytes:
-    shape = (script, len(keys), len(args))
-    head = _PACKED.get(shape)
-    if head is None:  # "*<n>", EVALSHA, the sha and the key count are the same every time
-        head = _PACKED[shape] = (b"*%d\r\n" % (3 + len(keys) + len(args)) + _bulk("EVALSHA")
-                                 + _bulk(_sha(script)) + _bulk(len(keys)))
-    return head + b"".join([_bulk(v) for v in keys] + [_bulk(v) for v in args])
+def _pack_evalsha(script: str, keys: Sequence[Arg], args: Sequence[Arg]) -> bytes:
+    return (b"*%d\r\n" % (3 + len(keys) + len(args)) + _bulk("EVALSHA") + _bulk(_sha(script))
+            + b"".join([_bulk(len(keys))] + [_bulk(v) for v in keys] + [_bulk(v) for v in args]))
 
 
 _BULKS: dict[Arg, bytes] = {}
@@ -404,8 +469,6 @@ def _bulk_cached(value: Arg) -> bytes:
     return data
 
 
-_STRICT_TAIL = _bulk(_MINUTE) + _bulk(b"1")
-_LENIENT_TAIL = _bulk(_MINUTE) + _bulk(b"0")
 _SHAS: dict[str, str] = {}
 
 
@@ -416,32 +479,25 @@ def _sha(script: str) -> str:
     return sha
 
 
+_EVALSHA_CHECK = _bulk("EVALSHA") + _bulk(_sha(CHECK_SCRIPT))
+_MINUTE_BULK = _bulk(_MINUTE)
+GroupKey = tuple[str, str, str, bool]  # key id, key hash, month name, strict
+
+
 class _CheckGroup(Pending):
     """Requests of one key waiting for the same script call (coalesced)."""
 
-    script = CHECK_SCRIPT
-
-    def __init__(self, limiter: KeyLimiter, group: tuple[str, str, str, bool],
-                 keys: Sequence[str], args: tuple[Arg, ...]) -> None:
-        self.limiter, self.group, self.keys, self._args = limiter, group, keys, args
+    def __init__(self, limiter: KeyLimiter, group: GroupKey, keys: Sequence[str], table: str,
+                 args: tuple[Arg, ...], key_part: bytes) -> None:
+        self.limiter, self.group, self.keys, self.table = limiter, group, keys, table
+        self.args = args  # hash, now, month TTL, strict
+        self.key_part = key_part
+        self.arg_part = b"".join([_bulk(v) for v in args])
         self.waiters: list[asyncio.Future[GroupVerdict]] = []  # one each: cancelled alone
 
     def close(self) -> None:
         if self.limiter._open.get(self.group) is self:
             del self.limiter._open[self.group]
-
-    def args(self) -> Sequence[Arg]:
-        self.close()  # packed: later requests of this key start a new group
-        return (*self._args, len(self.waiters))
-
-    def packed(self) -> bytes:
-        """Like ``_pack_evalsha`` of ``args()``, from parts cached per key and per table."""
-        self.close()
-        key_hash, table, now, ttl, _, strict = self._args
-        return b"".join((self.limiter._command_head(self.group, self.keys, key_hash),
-                         _bulk_cached(table), _bulk(now), _bulk(ttl),
-                         _STRICT_TAIL if strict == b"1" else _LENIENT_TAIL,
-                         _bulk(len(self.waiters))))
 
     def resolve(self, reply: Any) -> None:
         verdict = GroupVerdict.from_reply(reply)
@@ -467,20 +523,18 @@ class KeyLimiter:
         self.store = store
         self.breaker = CircuitBreaker(breaker_seconds)
         self._batcher = _Batcher(store, self.breaker, timeout)
-        self._open: dict[tuple[str, str, str, bool], _CheckGroup] = {}
-        self._heads: dict[tuple[str, str, str, bool], bytes] = {}
+        self._open: dict[GroupKey, _CheckGroup] = {}
+        self._key_parts: dict[tuple[str, str], bytes] = {}
 
-    def _command_head(self, group: tuple[str, str, str, bool], keys: Sequence[str],
-                      key_hash: Arg) -> bytes:
-        """EVALSHA, the sha, the three key names and the key's hash: the same for every call
-        of one key in one month, so packed once."""
-        head = self._heads.get(group)
-        if head is None:
-            if len(self._heads) >= 10_000:
-                self._heads.clear()
-            shape = _pack_evalsha(CHECK_SCRIPT, keys, (key_hash,))
-            head = self._heads[group] = b"*%d" % (3 + 3 + 7) + shape[shape.index(b"\r\n"):]
-        return head
+    def _key_part(self, key_id: str, month: str, keys: Sequence[str]) -> bytes:
+        """The three key names, RESP-encoded: the same for every call of one key in one
+        month, so packed once."""
+        part = self._key_parts.get((key_id, month))
+        if part is None:
+            if len(self._key_parts) >= 10_000:
+                self._key_parts.clear()
+            part = self._key_parts[key_id, month] = b"".join([_bulk(k) for k in keys])
+        return part
 
     async def close(self) -> None:
         await self._batcher.close()
@@ -495,12 +549,13 @@ class KeyLimiter:
         the script call it was coalesced into, and its place there."""
         group_key = (key_id, key_hash, month.name, strict)
         group = self._open.get(group_key)
-        if group is None or group._args[1] != tier_table:
+        if group is None or group.table != tier_table:
             keys = (key_record_key(key_id), key_gcra_key(key_id),
                     key_month_key(key_id, month.name))
             ttl = month.seconds_left(now) + MONTH_TTL_GRACE_S
-            group = _CheckGroup(self, group_key, keys, (key_hash, tier_table, repr(now), ttl,
-                                                        _MINUTE, b"1" if strict else b"0"))
+            group = _CheckGroup(self, group_key, keys, tier_table,
+                                (key_hash, repr(now), ttl, b"1" if strict else b"0"),
+                                self._key_part(key_id, month.name, keys))
             self._open[group_key] = group
             self._batcher.submit(group)
         future: asyncio.Future[GroupVerdict] = asyncio.get_running_loop().create_future()
@@ -528,4 +583,3 @@ class KeyLimiter:
             metrics.STORE_ERRORS.labels("signup_limit").inc()
             raise
         return 0.0 if int(reply[0]) else int(reply[1]) / 1_000_000
-

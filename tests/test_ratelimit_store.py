@@ -7,6 +7,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -108,3 +109,62 @@ async def test_signup_limit_per_ip(store: Store, limiter: KeyLimiter) -> None:
     assert waits[:3] == [0.0, 0.0, 0.0] and 1190 < waits[3] <= 1200
     assert await limiter.admit_signup("192.0.2.2", 3, 3600) == 0.0
     assert 0 < await store.client.pttl("tg:signup:192.0.2.1") <= 3_600_000
+
+
+async def _evalsha_calls(store: Store, action: Any) -> tuple[int, Any]:
+    """(EVALSHA/EVAL commands clients sent while ``action()`` ran, its result), from MONITOR:
+    the store's own account, where a script's inner calls are marked ``lua`` and left out."""
+    marker = f"marker-{time.monotonic_ns()}"
+    watcher = aioredis.Redis.from_url(store.url)
+    try:
+        async with watcher.monitor() as monitor:
+            result = await action()
+            await store.client.echo(marker)
+            calls = 0
+            while True:
+                seen = await monitor.next_command()
+                if marker in seen["command"]:
+                    return calls, result
+                name = seen["command"].split(" ", 1)[0].upper()
+                if seen["client_type"] != "lua" and name in ("EVALSHA", "EVAL"):
+                    calls += 1
+    finally:
+        await watcher.aclose()
+
+
+async def test_the_keys_of_one_batch_are_checked_by_one_script_call(
+        store: Store, limiter: KeyLimiter) -> None:
+    """Requests of five keys in one loop tick: one script call, and each key's own outcome as
+    if it had been checked alone (per-key exact limits, revocation, unknown keys)."""
+    clock = FixedClock(NOW)
+    await set_tier(store, "three", per_minute=3, per_month=1000)
+    table = wire_table({**DEFAULT_TIERS, "three": Limits(3, 1000)})
+    tight, _ = await create_key(store, clock, kind="developer", email="t@example.org",
+                                tier="three")
+    roomy, _ = await create_key(store, clock, kind="developer", email="r@example.org")
+    other, _ = await create_key(store, clock, kind="developer", email="o@example.org",
+                                tier="three")
+    revoked, rec = await create_key(store, clock, kind="developer", email="v@example.org")
+    await store.update_key(rec.key_id, {"revoked": "2023-11-08T00:00:00+00:00"})
+    unknown = generate_key()
+    plan = [tight] * 5 + [roomy] * 4 + [other] * 2 + [revoked, unknown]
+    month = month_window(NOW)
+    await limiter.check(key_id_of(roomy), key_hash(roomy), table, NOW, month)  # warm up
+
+    async def burst() -> list[Check]:
+        return list(await asyncio.gather(*(
+            limiter.check(key_id_of(k), key_hash(k), table, NOW, month) for k in plan)))
+
+    calls, checks = await _evalsha_calls(store, burst)
+    assert calls == 1
+    by_key: dict[str, list[Check]] = {}
+    for k, c in zip(plan, checks, strict=True):
+        by_key.setdefault(k, []).append(c)
+    assert [c.result for c in by_key[tight]] == ["ok"] * 3 + ["rate_limited"] * 2
+    assert sorted(c.minute_remaining for c in by_key[tight][:3]) == [0, 1, 2]
+    assert [c.result for c in by_key[roomy]] == ["ok"] * 4
+    assert [c.month_used for c in by_key[roomy]] == [2, 3, 4, 5]
+    assert [c.result for c in by_key[other]] == ["ok", "ok"]
+    assert [c.month_used for c in by_key[other]] == [1, 2]
+    assert [c.result for c in by_key[revoked]] == ["revoked"]
+    assert [c.result for c in by_key[unknown]] == ["unknown"]
