@@ -6,6 +6,8 @@ import contextlib
 import dataclasses
 import logging
 import multiprocessing
+import multiprocessing.connection
+import os
 import signal
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -96,23 +98,37 @@ def serve(settings: Settings) -> int:
              for i in range(settings.workers)]
     for p in procs:
         p.start()
+    stopping = False
 
     def stop(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
         for p in procs:
             if p.is_alive() and p.pid is not None:
                 with contextlib.suppress(ProcessLookupError):
-                    import os
-
                     os.kill(p.pid, signal.SIGINT)
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    for p in procs:
-        p.join()
+    # A worker that ends on its own (its port taken, a crash) leaves the group unable to serve
+    # as configured: stop the others and exit non-zero, so the supervisor (systemd,
+    # Kubernetes) sees the failure and restarts the whole group.
+    failed: list[str] = []
+    running = list(procs)
+    while running:
+        ended = multiprocessing.connection.wait([p.sentinel for p in running])
+        for p in [p for p in running if p.sentinel in ended]:
+            p.join()
+            running.remove(p)
+            if not stopping:
+                log.error("%s exited on its own (exit code %s); stopping the others", p.name,
+                          p.exitcode)
+                failed.append(p.name)
+                stop(signal.SIGTERM, None)
     remove_multiprocess_dir(metrics_dir)
     if embedded is not None:
         embedded.stop()
-    return 0
+    return 1 if failed else 0
 
 
 def demo(settings: Settings) -> int:
