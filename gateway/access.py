@@ -70,11 +70,7 @@ class Caller:
     def headers(self) -> dict[str, str]:
         headers: dict[str, str] = {}
         limits = self.limits
-        policy = _POLICIES.get((limits, self.month.name))
-        if policy is None:
-            if len(_POLICIES) > 1000:
-                _POLICIES.clear()
-            policy = _POLICIES[limits, self.month.name] = policy_header(limits, self.month)
+        policy = _policy(limits, self.month)
         if policy:
             headers["RateLimit-Policy"] = policy
             if self.month_used is None:  # unknown: report only what is known
@@ -87,7 +83,20 @@ class Caller:
         return headers
 
 
-_POLICIES: dict[tuple[Limits, str], str] = {}
+_POLICIES: dict[tuple[int, int, str], str] = {}
+
+
+def _policy(limits: Limits, month: MonthWindow) -> str:
+    """``RateLimit-Policy`` of a tier in a month (the same for every request: cached)."""
+    key = (limits.per_minute, limits.per_month, month.name)
+    policy = _POLICIES.get(key)
+    if policy is None:
+        if len(_POLICIES) > 1000:
+            _POLICIES.clear()
+        policy = _POLICIES[key] = policy_header(limits, month)
+    return policy
+
+
 CALLER = web.RequestKey("caller", Caller)
 RETRY_AFTER = web.RequestKey("retry_after", int)
 
@@ -266,25 +275,23 @@ class Guard:
         return caller
 
 
-def set_limit_headers(request: web.Request, response: web.StreamResponse) -> None:
+def set_limit_headers(request: web.Request, response: web.StreamResponse,
+                      caller: Caller | None = None) -> None:
     """The rate-limit headers of whatever answers a keyed request (``gateway.app``'s
     middleware calls this for every response, before it is prepared)."""
-    caller: Caller | None = request.get(CALLER)
+    if caller is None:
+        caller = request.get(CALLER)
     if caller is not None:
         headers = response.headers
         limits = caller.limits
-        policy = _POLICIES.get((limits, caller.month.name))
-        if policy is None or caller.month_used is None:
+        if caller.month_used is None or not limits.per_minute or not limits.per_month:
             headers.update(caller.headers())
-        elif policy:  # the common case, formatted in place
-            headers["RateLimit-Policy"] = policy
+        else:  # the common case, formatted in place
+            headers["RateLimit-Policy"] = _policy(limits, caller.month)
             headers["RateLimit"] = (
                 f'"minute";r={caller.minute_remaining};t={-(-caller.minute_reset_us // US)}, '
                 f'"month";r={max(0, limits.per_month - caller.month_used)};'
-                f"t={caller.month_seconds_left}"
-                if limits.per_minute and limits.per_month
-                else ratelimit_header(limits, caller.minute_remaining, caller.minute_reset_us,
-                                      caller.month_used, caller.month_seconds_left))
+                f"t={caller.month_seconds_left}")
             if caller.retry_after_s:
                 headers["Retry-After"] = str(caller.retry_after_s)
     elif response.status == 429:

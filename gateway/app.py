@@ -8,15 +8,17 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from feeds.errors import FeedError
 from gateway import api, keys_api, openapi
-from gateway.access import require_operator, set_limit_headers
+from gateway.access import Guard, require_operator, set_limit_headers
 from gateway.catalog import FeedCatalog
 from gateway.clock import Clock
 from gateway.errors import ApiError, StoreUnavailable, Unprocessable
 from gateway.feed_service import FeedService
 from gateway.http_metrics import HTTP_METRICS, flush_periodically, record
+from gateway.keys_api import PUBLIC_V1
 from gateway.realtime import PollerManager
 from gateway.settings import Settings
 from gateway.state import (
@@ -36,50 +38,56 @@ log = logging.getLogger("gateway.access")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-@web.middleware
-async def gateway_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+def gateway_middleware(guard: Guard | None, measure: bool) -> Middleware:
     """The only middleware, so the hot path pays for one layer and no response signal:
 
-    - /v1 routes are authenticated and counted first (``gateway.access``); refusals (401,
-      429, 503) never reach the handler;
+    - /v1 routes are authenticated and counted first by ``guard`` (``gateway.access``; None
+      in bench mode); refusals (401, 429, 503) never reach the handler;
     - the one place where errors become HTTP: ApiError → its status and stable code;
     - the caller's rate-limit headers are set on whatever answers (handlers return their
       responses unprepared, so the headers can still be added here);
-    - the request is measured (``gateway.http_metrics``).
+    - the request is measured (``gateway.http_metrics``) when ``measure``.
     """
-    started = time.perf_counter()
-    try:
-        if request.path.startswith("/v1/"):
-            await keys_api.admit(request)
-        response = await handler(request)
-    except ApiError as exc:
-        response = json_response(exc.body(), status=exc.status)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        code = {404: "not_found", 405: "method_not_allowed",
-                413: "payload_too_large"}.get(exc.status, "http_error")
-        response = json_response({"error": {"code": code, "message": exc.reason}},
-                                 status=exc.status)
-    except Exception:
-        log.exception("unhandled error on %s %s", request.method, request.path)
-        response = json_response(
-            {"error": {"code": "internal_error", "message": "internal server error"}},
-            status=500)
-    set_limit_headers(request, response)
-    elapsed = time.perf_counter() - started
-    if request.app[HTTP_METRICS]:
-        record(request, response, elapsed)
-    if log.isEnabledFor(logging.DEBUG):  # path_qs costs a URL build: only when logged
-        log.debug("%s %s %s %.1fms", request.method, request.path_qs, response.status,
-                  elapsed * 1000)
-    return response
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        started = time.perf_counter()
+        caller = None
+        try:
+            if (guard is not None and request.path.startswith("/v1/")
+                    and (request.method == "GET"
+                         or (request.method, request.path) not in PUBLIC_V1)):
+                caller = await guard.admit(request)
+            response = await handler(request)
+        except ApiError as exc:
+            response = json_response(exc.body(), status=exc.status)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            code = {404: "not_found", 405: "method_not_allowed",
+                    413: "payload_too_large"}.get(exc.status, "http_error")
+            response = json_response({"error": {"code": code, "message": exc.reason}},
+                                     status=exc.status)
+        except Exception:
+            log.exception("unhandled error on %s %s", request.method, request.path)
+            response = json_response(
+                {"error": {"code": "internal_error", "message": "internal server error"}},
+                status=500)
+        set_limit_headers(request, response, caller)
+        elapsed = time.perf_counter() - started
+        if measure:
+            record(request, response, elapsed)
+        if log.isEnabledFor(logging.DEBUG):  # path_qs costs a URL build: only when logged
+            log.debug("%s %s %s %.1fms", request.method, request.path_qs, response.status,
+                      elapsed * 1000)
+        return response
+
+    return middleware
 
 
 def build_app(settings: Settings, store: Store, clock: Clock,
               catalog: FeedCatalog | None = None, follow_store: bool = True) -> web.Application:
-    app = web.Application(middlewares=[gateway_middleware],
-                          client_max_size=64 * 1024 * 1024)
+    app = web.Application(client_max_size=64 * 1024 * 1024)
     app[HTTP_METRICS] = settings.metrics  # request latency and bytes, by route and status
     catalog = catalog or FeedCatalog(store)
     app[SETTINGS] = settings
@@ -93,6 +101,7 @@ def build_app(settings: Settings, store: Store, clock: Clock,
     app.router.add_get("/v1/feeds/{feed}/alerts", api.alerts)
     app.router.add_get("/v1/feeds/{feed}/trips/{trip}", api.trip)
     keys_api.install(app, settings, store, clock)  # keys, limits, signup, operator routes
+    app.middlewares.append(gateway_middleware(app.get(keys_api.GUARD), settings.metrics))
     app[SEARCH_CACHE] = {}
     app[BOARD_CACHE] = {}
 

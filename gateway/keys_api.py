@@ -37,16 +37,6 @@ GUARD = web.AppKey("guard", Guard)
 PUBLIC_V1 = {("POST", "/v1/keys")}  # /v1 routes that need no key
 
 
-async def admit(request: web.Request) -> Caller | None:
-    """Authenticate and count a /v1 request (None: a route that needs no key, or bench mode)."""
-    if request.method != "GET" and (request.method, request.path) in PUBLIC_V1:
-        return None
-    guard = request.app.get(GUARD)
-    if guard is None:  # GATEWAY_BENCH_NO_AUTH=1
-        return None
-    return await guard.admit(request)
-
-
 def _caller(request: web.Request) -> Caller:
     caller: Caller | None = request.get(CALLER)
     if caller is None:

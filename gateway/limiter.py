@@ -43,12 +43,12 @@ _MINUTE = str(MINUTE_US).encode()
 
 CHECK_SCRIPT = """
 -- KEYS: per key checked: its record, its GCRA state, its month counter (one hash tag each)
--- ARGV: tier table ";name:per_minute:per_month;...", GCRA period (us), then per key: its
---       hash, process now (s), month counter TTL (s), strict tier lookup (1|0), n requests
+-- ARGV: tier table ";name:per_minute:per_month;...", GCRA period (us), process now (s), then
+--       per key: its hash, month counter TTL (s), strict tier lookup (1|0), n requests
 -- One reply per key, in KEYS order; a key's n requests are decided as if one after another
 -- (gateway.ratelimit.decide_batch). Keys are checked one after another, so a key named twice
 -- sees its first check's counts.
-local tiers, period = ARGV[1], tonumber(ARGV[2])
+local tiers, period, process_now = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local store_now
 local function check(k, a)
   local rec = redis.call('HMGET', KEYS[k + 1], 'hash', 'kind', 'tier', 'revoked', 'expires',
@@ -57,18 +57,18 @@ local function check(k, a)
   local kind, tier, expires = rec[2] or '', rec[3] or '', rec[5] or ''
   if rec[4] and rec[4] ~= '' then return {'revoked', kind, tier, expires} end
   local expires_at = tonumber(rec[6] or '')
-  if expires_at and expires_at <= tonumber(ARGV[a + 2]) then
+  if expires_at and expires_at <= process_now then
     return {'expired', kind, tier, expires}
   end
   local at = string.find(tiers, ';' .. tier .. ':', 1, true)
   local known = 1
   if not at then
-    if ARGV[a + 4] == '1' then return {'unknown_tier', kind, tier, expires} end
+    if ARGV[a + 3] == '1' then return {'unknown_tier', kind, tier, expires} end
     known, at = 0, 1
   end
   local pm, pq = string.match(tiers, '^;[^;:]*:(%d+):(%d+)', at)
   local per_minute, per_month = tonumber(pm), tonumber(pq)
-  local n = tonumber(ARGV[a + 5])
+  local n = tonumber(ARGV[a + 4])
   local used = tonumber(redis.call('GET', KEYS[k + 3]) or '0')
   local admitted, refusal = n, 'ok'
   if per_month > 0 and per_month - used < admitted then
@@ -98,14 +98,14 @@ local function check(k, a)
   end
   if admitted > 0 then
     used = redis.call('INCRBY', KEYS[k + 3], admitted)
-    if used == admitted then redis.call('EXPIRE', KEYS[k + 3], ARGV[a + 3]) end
+    if used == admitted then redis.call('EXPIRE', KEYS[k + 3], ARGV[a + 2]) end
   end
   return {refusal, kind, tier, expires, known, per_minute, per_month, admitted, remaining,
           reset, retry, used, t}
 end
 local out = {}
 for i = 0, #KEYS / 3 - 1 do
-  out[i + 1] = check(i * 3, 2 + i * 5)
+  out[i + 1] = check(i * 3, 3 + i * 4)
 end
 return out
 """
@@ -239,6 +239,8 @@ Arg = str | bytes | int | float
 class Pending:
     """One caller's share of a batch: told the reply meant for it, or the error."""
 
+    __slots__ = ()
+
     def resolve(self, reply: Any) -> None:
         raise NotImplementedError
 
@@ -278,12 +280,12 @@ class _Wire:
     @classmethod
     def of_checks(cls, checks: list[_CheckGroup]) -> _Wire:
         """Packed from parts cached per key and per tier table (this runs for every batch)."""
-        parts = [b"*%d\r\n" % (5 + 8 * len(checks)), _EVALSHA_CHECK, _bulk(3 * len(checks))]
-        parts += [c.key_part for c in checks]
-        parts += [_bulk_cached(checks[0].table), _MINUTE_BULK]
+        parts = [b"*%d\r\n" % (6 + 7 * len(checks)), _EVALSHA_CHECK, _bulk(3 * len(checks))]
+        parts += [c.key.key_part for c in checks]
+        parts += [_bulk_cached(checks[0].table), _MINUTE_BULK, _bulk(repr(checks[-1].now))]
         for c in checks:
             c.close()  # packed: later requests of its key start a new group
-            parts += [c.arg_part, _bulk(len(c.waiters))]
+            parts += [c.key.hash_part, _bulk(c.ttl), c.key.strict_part, _bulk(len(c.waiters))]
         return cls(None, checks, b"".join(parts))
 
     @property
@@ -295,10 +297,10 @@ class _Wire:
         if self.single is not None:
             return list(self.single.keys), list(self.single.args)
         keys: list[Arg] = []
-        args: list[Arg] = [self.checks[0].table, _MINUTE]
+        args: list[Arg] = [self.checks[0].table, _MINUTE, repr(self.checks[-1].now)]
         for c in self.checks:
-            keys += c.keys
-            args += [*c.args, len(c.waiters)]
+            keys += c.key.keys
+            args += [c.key.key_hash, c.ttl, b"1" if c.key.strict else b"0", len(c.waiters)]
         return keys, args
 
     def deliver(self, reply: Any) -> None:
@@ -484,15 +486,29 @@ _MINUTE_BULK = _bulk(_MINUTE)
 GroupKey = tuple[str, str, str, bool]  # key id, key hash, month name, strict
 
 
+class _KeyWire:
+    """What a check of one key puts on the wire that is the same every time in one month:
+    its three key names and its hash, RESP-encoded once."""
+
+    __slots__ = ("hash_part", "key_hash", "key_part", "keys", "strict", "strict_part")
+
+    def __init__(self, key_id: str, key_hash: str, month: str, strict: bool) -> None:
+        self.keys = (key_record_key(key_id), key_gcra_key(key_id), key_month_key(key_id, month))
+        self.key_hash, self.strict = key_hash, strict
+        self.key_part = b"".join([_bulk(k) for k in self.keys])
+        self.hash_part = _bulk(key_hash)
+        self.strict_part = _bulk(b"1" if strict else b"0")
+
+
 class _CheckGroup(Pending):
     """Requests of one key waiting for the same script call (coalesced)."""
 
-    def __init__(self, limiter: KeyLimiter, group: GroupKey, keys: Sequence[str], table: str,
-                 args: tuple[Arg, ...], key_part: bytes) -> None:
-        self.limiter, self.group, self.keys, self.table = limiter, group, keys, table
-        self.args = args  # hash, now, month TTL, strict
-        self.key_part = key_part
-        self.arg_part = b"".join([_bulk(v) for v in args])
+    __slots__ = ("group", "key", "limiter", "now", "table", "ttl", "waiters")
+
+    def __init__(self, limiter: KeyLimiter, group: GroupKey, key: _KeyWire, table: str,
+                 now: float, ttl: int) -> None:
+        self.limiter, self.group, self.key, self.table = limiter, group, key, table
+        self.now, self.ttl = now, ttl
         self.waiters: list[asyncio.Future[GroupVerdict]] = []  # one each: cancelled alone
 
     def close(self) -> None:
@@ -524,17 +540,7 @@ class KeyLimiter:
         self.breaker = CircuitBreaker(breaker_seconds)
         self._batcher = _Batcher(store, self.breaker, timeout)
         self._open: dict[GroupKey, _CheckGroup] = {}
-        self._key_parts: dict[tuple[str, str], bytes] = {}
-
-    def _key_part(self, key_id: str, month: str, keys: Sequence[str]) -> bytes:
-        """The three key names, RESP-encoded: the same for every call of one key in one
-        month, so packed once."""
-        part = self._key_parts.get((key_id, month))
-        if part is None:
-            if len(self._key_parts) >= 10_000:
-                self._key_parts.clear()
-            part = self._key_parts[key_id, month] = b"".join([_bulk(k) for k in keys])
-        return part
+        self._wires: dict[GroupKey, _KeyWire] = {}
 
     async def close(self) -> None:
         await self._batcher.close()
@@ -550,12 +556,13 @@ class KeyLimiter:
         group_key = (key_id, key_hash, month.name, strict)
         group = self._open.get(group_key)
         if group is None or group.table != tier_table:
-            keys = (key_record_key(key_id), key_gcra_key(key_id),
-                    key_month_key(key_id, month.name))
-            ttl = month.seconds_left(now) + MONTH_TTL_GRACE_S
-            group = _CheckGroup(self, group_key, keys, tier_table,
-                                (key_hash, repr(now), ttl, b"1" if strict else b"0"),
-                                self._key_part(key_id, month.name, keys))
+            wire = self._wires.get(group_key)
+            if wire is None:
+                if len(self._wires) >= 10_000:
+                    self._wires.clear()
+                wire = self._wires[group_key] = _KeyWire(key_id, key_hash, month.name, strict)
+            group = _CheckGroup(self, group_key, wire, tier_table, now,
+                                month.seconds_left(now) + MONTH_TTL_GRACE_S)
             self._open[group_key] = group
             self._batcher.submit(group)
         future: asyncio.Future[GroupVerdict] = asyncio.get_running_loop().create_future()
