@@ -1,24 +1,27 @@
-"""The ceiling: a minimal aiohttp app (uvloop) returning a small orjson body.
+"""The ceiling: a minimal aiohttp app (uvloop) returning a fixed orjson body.
 
-``python -m bench.hello PORT``; ``GET /`` answers ``{"hello": "world", "n": 1}``.
+``python -m bench.hello PORT [BODY_FILE]``; ``GET /`` answers ``{"hello": "world", "n": 1}``,
+or the bytes of ``BODY_FILE`` (the bench passes the departures board the gateway serves, so
+the cost of the body itself, without any gateway logic, is measured too).
 """
 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import orjson
 import uvloop
 from aiohttp import web
 
-BODY = orjson.dumps({"hello": "world", "n": 1})
-
-
-async def hello(request: web.Request) -> web.Response:
-    return web.Response(body=BODY, content_type="application/json")
-
 
 def main() -> None:
+    body = (Path(sys.argv[2]).read_bytes() if len(sys.argv) > 2
+            else orjson.dumps({"hello": "world", "n": 1}))
+
+    async def hello(request: web.Request) -> web.Response:
+        return web.Response(body=body, content_type="application/json")
+
     app = web.Application()
     app.router.add_get("/", hello)
     app.router.add_get("/healthz", hello)

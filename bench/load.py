@@ -3,6 +3,8 @@
 Servers, all up for the whole run and loaded one at a time (rounds interleaved, rotating order):
 
 - ``hello``: the ceiling, ``bench/hello.py`` (aiohttp + uvloop, a small orjson body);
+- ``hello-board``: the same app answering the gateway's own 50-departure board bytes from
+  memory (for information: what the body alone costs, without any gateway logic);
 - ``gw``: ``transit-gateway serve --role api`` as in production (request metrics on);
 - ``gw-nometrics``: the same with ``GATEWAY_METRICS=0``;
 - ``gw-w2``: the same with ``--workers 2`` (SO_REUSEPORT).
@@ -27,11 +29,10 @@ those runs' throughput is not reported. A coalesced script call counts once for 
 requests it serves. ``INFO commandstats`` deltas of the one-key throughput runs (script-internal
 calls included) are printed on stderr for information.
 
-p99 at half of peak: wrk with a pacing Lua script (``delay()`` before each request, so each of
-the 32 connections sends at most rate/32 requests per second) at half of that round's measured
-one-worker keyed peak. This is closed-loop pacing, not wrk2's constant arrival rate: a request
-delayed by a slow predecessor is not counted as waiting (coordinated omission), so the p99 is a
-lower bound of the open-loop p99; the achieved rate is shown next to it.
+p99 at half of peak: open-loop load (``bench/openloop.c``, wrk2-style constant arrival rate,
+64 connections, one key) at half of that round's measured one-worker keyed peak. Each request
+is scheduled at ``t0 + i/rate`` and timed from then, so a stall delays and counts every request
+scheduled behind it (no coordinated omission); the achieved rate is shown next to it.
 """
 
 from __future__ import annotations
@@ -44,12 +45,15 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
+import urllib.request
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 from bench.common import DATA, ROOT, Row, free_port, median, run_wrk, wait_http
 from bench.keys import _cli, _make_keys, _rotation_script, ensure_wrk
+from bench.openloop import ensure_openloop, run_openloop
 
 FEED = DATA / "gtfs" / "wmata-2026.zip"
 CLOCK = "2026-05-05T08:00:00-04:00"
@@ -62,13 +66,6 @@ def _pin() -> tuple[list[str], list[str]]:
     if shutil.which("taskset") and (os.cpu_count() or 1) >= 2:
         return ["taskset", "-c", "0"], ["taskset", "-c", "1"]
     return [], []
-
-
-def _paced_script(path: Path, key: str, rate: float) -> Path:
-    delay_ms = max(0.0, CONNECTIONS * 1000.0 / rate)
-    path.write_text(f"wrk.headers['X-API-Key'] = '{key}'\n"
-                    f"function delay() return {delay_ms:.3f} end\n")
-    return path
 
 
 class StoreStats:
@@ -128,6 +125,7 @@ def run(rounds: int = 3, seconds: int = 5) -> list[Row]:
     from gateway.embedded import EmbeddedValkey
 
     wrk_bin = ensure_wrk()
+    ensure_openloop()
     pin_server, pin_wrk = _pin()
     wrk = [*pin_wrk, wrk_bin]
     tmp = Path(tempfile.mkdtemp(prefix="tg-bench-load-"))
@@ -146,7 +144,8 @@ def run(rounds: int = 3, seconds: int = 5) -> list[Row]:
         keys = _make_keys(redis_url, 100)
         key = keys[0]
         rotation = _rotation_script(tmp / "keys.lua", keys)
-        ports = {m: free_port() for m in ("hello", "gw", "gw-nometrics", "gw-w2")}
+        ports = {m: free_port() for m in ("hello", "hello-board", "gw", "gw-nometrics",
+                                          "gw-w2")}
         gw = [sys.executable, "-m", "gateway", "serve", "--role", "api", "--port"]
         launch = {
             "hello": ([*pin_server, sys.executable, "-m", "bench.hello", str(ports["hello"])],
@@ -158,30 +157,39 @@ def run(rounds: int = 3, seconds: int = 5) -> list[Row]:
         }
         for cmd, child_env in launch.values():
             servers.append(subprocess.Popen(cmd, env=child_env, cwd=ROOT))
-        for port in ports.values():
-            wait_http(f"http://127.0.0.1:{port}/healthz")
+        for mode in launch:
+            wait_http(f"http://127.0.0.1:{ports[mode]}/healthz")
 
         def url(mode: str) -> str:
-            return f"http://127.0.0.1:{ports[mode]}" + ("/" if mode == "hello" else PATH)
+            return f"http://127.0.0.1:{ports[mode]}" + (
+                "/" if mode.startswith("hello") else PATH)
 
         headers = {"X-API-Key": key}
+        wait_http(url("gw") + f"&key={key}", timeout=120)
+        with urllib.request.urlopen(urllib.request.Request(url("gw"), headers=headers)) as resp:
+            (tmp / "board.json").write_bytes(resp.read())
+        servers.append(subprocess.Popen(
+            [*pin_server, sys.executable, "-m", "bench.hello", str(ports["hello-board"]),
+             str(tmp / "board.json")], env=env, cwd=ROOT))
         for mode in ports:  # warm up: feed loaded, connections open, code paths hot
-            wait_http(url(mode) + ("" if mode == "hello" else f"&key={key}"), timeout=120)
-            run_wrk(wrk, url(mode), 2, None if mode == "hello" else headers)
+            keyed = not mode.startswith("hello")
+            wait_http(url(mode) + (f"&key={key}" if keyed else ""), timeout=120)
+            run_wrk(wrk, url(mode), 2, headers if keyed else None)
 
         res: dict[str, list[tuple[float, float, float, int]]] = {}
         breakdown: dict[str, int] = {}
 
         def load(name: str, mode: str, rotate: bool) -> None:
             cs_before = stats.commandstats()
-            got = run_wrk(wrk, url(mode), seconds, None if rotate or mode == "hello"
+            got = run_wrk(wrk, url(mode), seconds, None if rotate or mode.startswith("hello")
                           else headers, rotation if rotate else None)
             res.setdefault(name, []).append(got)
             if mode == "gw" and not rotate:
                 for cmd, calls in stats.commandstats().items():
                     breakdown[cmd] = breakdown.get(cmd, 0) + calls - cs_before.get(cmd, 0)
 
-        plan = [("hello", "hello", False), ("gw1", "gw", False), ("gw100", "gw", True),
+        plan = [("hello", "hello", False), ("hello_board", "hello-board", False),
+                ("gw1", "gw", False), ("gw100", "gw", True),
                 ("nometrics1", "gw-nometrics", False), ("nometrics100", "gw-nometrics", True),
                 ("w2_1", "gw-w2", False), ("w2_100", "gw-w2", True)]
         for i in range(rounds):
@@ -191,17 +199,14 @@ def run(rounds: int = 3, seconds: int = 5) -> list[Row]:
             for name, mode, rotate in order:
                 load(name, mode, rotate)
             half = res["gw1"][-1][0] / 2
-            res.setdefault("paced", []).append(
-                run_wrk(wrk, url("gw"), seconds, None,
-                        _paced_script(tmp / "paced.lua", key, half)))
+            got = run_openloop(pin_wrk, url("gw"), half, seconds, headers)
+            res.setdefault("openloop", []).append(
+                (got["rate"], got["p50_ms"], got["p99_ms"], int(got["completed"])))
             print(f"  round {i + 1}: " + ", ".join(f"{n} {v[-1][0]:.0f}/s p99 {v[-1][2]:.2f}ms"
                                                   for n, v in res.items()), file=sys.stderr)
         print("  commandstats over the one-key runs: " + ", ".join(
             f"{c.removeprefix('cmdstat_')}={n}" for c, n in sorted(breakdown.items()) if n),
             file=sys.stderr)
-        import time
-        import urllib.request
-
         time.sleep(1.5)  # the workers flush their counts every second
         with urllib.request.urlopen(f"http://127.0.0.1:{ports['gw-w2']}/metrics") as resp:
             text = resp.read().decode()
@@ -233,7 +238,9 @@ def run(rounds: int = 3, seconds: int = 5) -> list[Row]:
 
     ceiling = m("hello", 0)
     rows = [Row("load: ceiling, aiohttp hello orjson", ceiling, "req/s",
-                "itself", ceiling, "wrk -t1 -c32")]
+                "itself", ceiling, "wrk -t1 -c32"),
+            Row("load: hello app serving the board bytes", m("hello_board", 0), "req/s",
+                "ceiling", ceiling, "(info)")]
     for label, name in (("1 key", "gw1"), ("100 keys", "gw100")):
         rows += [
             Row(f"load: keyed departures, {label}", m(name, 0), "req/s", "ceiling", ceiling,
@@ -255,9 +262,9 @@ def run(rounds: int = 3, seconds: int = 5) -> list[Row]:
             "target 1", 1.0, "≤ 1"),
         Row("load: store commands/request, 100 keys", per_request["cmds100"], "cmd",
             "target 1", 1.0, "≤ 1"),
-        Row("load: p99 at half peak (paced wrk)", m("paced", 2), "ms", "target 10 ms", 10.0,
+        Row("load: p99 at half peak (open loop)", m("openloop", 2), "ms", "target 10 ms", 10.0,
             "< 10 ms"),
-        Row("load: rate achieved by the paced run", m("paced", 0), "req/s", "1 key peak",
+        Row("load: rate achieved by the open-loop run", m("openloop", 0), "req/s", "1 key peak",
             m("gw1", 0), "0.50"),
         Row("load: metrics on, 1 key", m("gw1", 0), "req/s", "GATEWAY_METRICS=0",
             m("nometrics1", 0), "≥ 0.95"),
