@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,11 +40,12 @@ class LoadedFeed:
 
 
 class FeedCatalog:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, after_load: Callable[[], None] | None = None) -> None:
         self.store = store
         self.feeds: dict[str, LoadedFeed] = {}
         self.realtime: dict[str, RealtimeView] = {}
         self.loaded_once = False
+        self.after_load = after_load  # called once a refresh has loaded new schedule data
 
     def realtime_view(self, feed_id: str) -> RealtimeView:
         view = self.realtime.get(feed_id)
@@ -76,6 +78,7 @@ class FeedCatalog:
             for gone in set(self.feeds) - set(configs):
                 self.drop(gone)
         versions = await self.store.feed_versions(list(configs))
+        loaded = False
         for feed_id, raw in configs.items():
             try:
                 config = FeedConfig.from_json(raw)
@@ -90,10 +93,13 @@ class FeedCatalog:
                 index = None
             elif index is None or index.version != version:
                 index = await self._load(feed_id, version) or index
+                loaded = True
             self.feeds[feed_id] = LoadedFeed(config, status, index)
             await self.realtime_view(feed_id).reload(self.store)
         if only is None:
             self.loaded_once = True
+        if loaded and self.after_load is not None:
+            self.after_load()
 
     async def _load(self, feed_id: str, version: str) -> ScheduleIndex | None:
         blob = await self.store.static_blob(feed_id, version)

@@ -429,9 +429,12 @@ async def test_another_process_sees_the_switch(gateway: Gateway, tmp_path: Path)
     shutil.copyfile(CALTRAIN, path)
     first = await gateway.add_feed("f", path)
 
-    other = FeedCatalog(gateway.store)  # as another API process would hold
+    loads: list[str | None] = []  # after_load: where the server settles its heap (gc.freeze)
+    other = FeedCatalog(gateway.store,  # as another API process would hold
+                        after_load=lambda: loads.append(other.get("f").ready_index().version))
     await other.refresh()
     assert other.get("f").ready_index().version == first.version
+    assert loads == [first.version]
 
     # Subscribed once an event it receives makes it re-read the feed's status (the channel is
     # server-wide, so counting subscribers would also count other clients of a shared server).
@@ -445,6 +448,7 @@ async def test_another_process_sees_the_switch(gateway: Gateway, tmp_path: Path)
             return other.get("f").status.get("probe") is True
 
         await eventually(subscribed)
+        assert loads == [first.version]  # a status change loads no schedule
         _renamed_caltrain(path, "Palo Alto Elsewhere")
         second = await gateway.feeds.reload("f")
         assert second.changed and second.version != first.version
@@ -457,6 +461,7 @@ async def test_another_process_sees_the_switch(gateway: Gateway, tmp_path: Path)
         index = other.get("f").ready_index()
         assert index.stops.names[index.stops.index_of["palo_alto"]] == "Palo Alto Elsewhere"
         assert other.get("f").status["static"]["version"] == second.version
+        assert loads == [first.version, second.version]
 
         # a removal reaches it the same way
         await gateway.feeds.remove("f")
