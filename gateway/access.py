@@ -147,7 +147,7 @@ class Guard:
         self.recent: dict[str, _Verified] = {}
         self._month = month_window(clock.now())
         self._expiry: dict[str, float] = {}
-        self._hashes: dict[str, str] = {}  # well-formed key string -> its SHA-256
+        self._hashes: dict[str, tuple[str, str]] = {}  # key string -> (SHA-256, key id)
 
     def _expires_at(self, iso: str) -> float:
         at = self._expiry.get(iso)
@@ -163,16 +163,16 @@ class Guard:
         if not presented:
             raise _refuse("missing_api_key", "an API key is required: send the X-API-Key "
                           "header, Authorization: Bearer, or the key query parameter")
-        key_hash = self._hashes.get(presented)
-        if key_hash is None:  # checksum and hash once per key string, not per request
+        known = self._hashes.get(presented)
+        if known is None:  # checksum and hash once per key string, not per request
             key = presented.strip()
             if not keys.well_formed(key):
                 raise _refuse("invalid_api_key", "the API key is malformed (check for a typo)")
-            key_hash = keys.key_hash(key)
+            digest = keys.key_hash(key)
             if len(self._hashes) >= MAX_HASHES:
                 self._hashes.clear()
-            self._hashes[presented] = key_hash
-        key_id = key_hash[:16]
+            known = self._hashes[presented] = (digest, digest[:16])
+        key_hash, key_id = known
         now = self.clock.now()
         month = self._month
         if not month.start <= now < month.end:
@@ -216,8 +216,8 @@ class Guard:
             # records written before expires_at existed carry only the ISO instant
             self.recent.pop(key_id, None)
             raise _refuse("expired_api_key", "this API key has expired")
-        seen = self.recent.get(key_id)
-        if seen is None or seen.tier != verdict.tier or time.monotonic() - seen.at > 1.0:
+        if not verdict.remembered:  # once per store answer, not once per request
+            verdict.remembered = True
             self._remember(key_id, key_hash, verdict.kind, verdict.tier, verdict.expires)
         month_left = math.ceil(month.end - now)
         limits = verdict.limits

@@ -127,6 +127,19 @@ return {1, 0}
 """
 
 
+_TEXTS: dict[bytes, str] = {}
+
+
+def _text(value: bytes) -> str:
+    """A reply's short string (result, kind, tier, expiry): a handful of values repeat."""
+    text = _TEXTS.get(value)
+    if text is None:
+        if len(_TEXTS) > 1000:
+            _TEXTS.clear()
+        text = _TEXTS[value] = value.decode()
+    return text
+
+
 NO_LIMITS = Limits(0, 0)
 _LIMITS: dict[tuple[int, int], Limits] = {}
 
@@ -174,6 +187,7 @@ class GroupVerdict:
     retry_us: int = 0
     used: int = 0  # after the admitted ones
     interval_us: int = 0
+    remembered: bool = False  # gateway.access noted the key as verified (store-down grace)
 
     @classmethod
     def from_reply(cls, reply: Sequence[Any]) -> GroupVerdict:
@@ -182,7 +196,7 @@ class GroupVerdict:
             return cls(reply[0].decode(), kind, tier, expires)
         (refusal, kind, tier, expires, known, per_minute, per_month, admitted, remaining,
          reset, retry, used, t) = reply
-        return cls(refusal.decode(), kind.decode(), tier.decode(), expires.decode(),
+        return cls(_text(refusal), _text(kind), _text(tier), _text(expires),
                    bool(known), _limits(per_minute, per_month), admitted, remaining, reset,
                    retry, used, t)
 
@@ -285,7 +299,8 @@ class _Wire:
         parts += [_bulk_cached(checks[0].table), _MINUTE_BULK, _bulk(repr(checks[-1].now))]
         for c in checks:
             c.close()  # packed: later requests of its key start a new group
-            parts += [c.key.hash_part, _bulk(c.ttl), c.key.strict_part, _bulk(len(c.waiters))]
+            parts += [c.key.hash_part, _bulk_cached(c.ttl), c.key.strict_part,
+                      _bulk_cached(len(c.waiters))]
         return cls(None, checks, b"".join(parts))
 
     @property
@@ -307,8 +322,11 @@ class _Wire:
         if self.single is not None:
             self.single.resolve(reply)
             return
+        decided: dict[tuple[str, str], int] = {}  # counted once per batch, not per key
         for check, answer in zip(self.checks, reply, strict=True):
-            check.resolve(answer)
+            check.resolve(answer, decided)
+        for (tier, result), n in decided.items():
+            metrics.decision(tier, result, "store", n)
 
     def fail(self, error: BaseException) -> None:
         for pending in [self.single] if self.single is not None else self.checks:
@@ -462,10 +480,10 @@ _BULKS: dict[Arg, bytes] = {}
 
 
 def _bulk_cached(value: Arg) -> bytes:
-    """``_bulk`` of a value that repeats (the tier table)."""
+    """``_bulk`` of a value that repeats (the tier table, small counts, a TTL per second)."""
     data = _BULKS.get(value)
     if data is None:
-        if len(_BULKS) > 100:
+        if len(_BULKS) > 1000:
             _BULKS.clear()
         data = _BULKS[value] = _bulk(value)
     return data
@@ -515,14 +533,21 @@ class _CheckGroup(Pending):
         if self.limiter._open.get(self.group) is self:
             del self.limiter._open[self.group]
 
-    def resolve(self, reply: Any) -> None:
+    def resolve(self, reply: Any, decided: dict[tuple[str, str], int] | None = None) -> None:
+        """Hand the verdict to the waiting requests; their decisions are added to ``decided``
+        (the caller counts them in the metrics) or counted here."""
         verdict = GroupVerdict.from_reply(reply)
         if verdict.refusal in ("ok", "rate_limited", "quota_exceeded"):
+            counts = decided if decided is not None else {}
             if verdict.admitted:
-                metrics.decision(verdict.tier, OK, "store", verdict.admitted)
+                key = (verdict.tier, OK)
+                counts[key] = counts.get(key, 0) + verdict.admitted
             if len(self.waiters) > verdict.admitted:
-                metrics.decision(verdict.tier, verdict.refusal, "store",
-                                 len(self.waiters) - verdict.admitted)
+                key = (verdict.tier, verdict.refusal)
+                counts[key] = counts.get(key, 0) + len(self.waiters) - verdict.admitted
+            if decided is None:
+                for (tier, result), n in counts.items():
+                    metrics.decision(tier, result, "store", n)
         for future in self.waiters:
             if not future.done():
                 future.set_result(verdict)
@@ -547,7 +572,8 @@ class KeyLimiter:
         await self.store.close()
 
     def available(self) -> bool:
-        return self.breaker.allow(time.monotonic())
+        breaker = self.breaker
+        return breaker.open_until is None or breaker.allow(time.monotonic())
 
     async def check_many(self, key_id: str, key_hash: str, tier_table: str, now: float,
                          month: MonthWindow, strict: bool = True) -> tuple[GroupVerdict, int]:
