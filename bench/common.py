@@ -59,9 +59,12 @@ class Row:
     baseline: str
     baseline_value: float
     target: str = ""
+    paired: float | None = None  # median of per-round ratios, when rounds were interleaved
 
     @property
     def ratio(self) -> float:
+        if self.paired is not None:
+            return self.paired
         return self.value / self.baseline_value if self.baseline_value else float("nan")
 
 
