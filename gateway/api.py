@@ -178,15 +178,16 @@ async def departures(request: web.Request) -> web.Response:
     feed = catalog.get(request.match_info["feed"])
     view = catalog.realtime_view(feed.config.id)
     cache = app[BOARD_CACHE]
-    hit = cache.get(request.raw_path)
-    if (hit is not None and hit.second == int(now) and hit.feed is feed and hit.view is view
+    target, second = request.raw_path, int(now)
+    hit = cache.get(target)
+    if (hit is not None and hit.second == second and hit.feed is feed and hit.view is view
             and hit.revision == view.revision):
         return web.Response(body=hit.body, content_type="application/json")
     revision = view.revision  # before any await: a change meanwhile makes the entry stale
     body = await _render_board(request, feed, view, now)
     if len(cache) >= BOARD_CACHE_SIZE:
         cache.clear()  # entries live one second: dropping them all costs one recompute each
-    cache[request.raw_path] = BoardEntry(int(now), feed, view, revision, body)
+    cache[target] = BoardEntry(second, feed, view, revision, body)
     return web.Response(body=body, content_type="application/json")
 
 

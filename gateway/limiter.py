@@ -251,12 +251,9 @@ Arg = str | bytes | int | float
 
 
 class Pending:
-    """One caller's share of a batch: told the reply meant for it, or the error."""
+    """One caller's share of a batch (told the error here; its reply by ``_Wire.deliver``)."""
 
     __slots__ = ()
-
-    def resolve(self, reply: Any) -> None:
-        raise NotImplementedError
 
     def fail(self, error: BaseException) -> None:
         raise NotImplementedError
@@ -324,7 +321,7 @@ class _Wire:
             return
         decided: dict[tuple[str, str], int] = {}  # counted once per batch, not per key
         for check, answer in zip(self.checks, reply, strict=True):
-            check.resolve(answer, decided)
+            check.settle(answer, decided)
         for (tier, result), n in decided.items():
             metrics.decision(tier, result, "store", n)
 
@@ -533,21 +530,17 @@ class _CheckGroup(Pending):
         if self.limiter._open.get(self.group) is self:
             del self.limiter._open[self.group]
 
-    def resolve(self, reply: Any, decided: dict[tuple[str, str], int] | None = None) -> None:
-        """Hand the verdict to the waiting requests; their decisions are added to ``decided``
-        (the caller counts them in the metrics) or counted here."""
+    def settle(self, reply: Any, decided: dict[tuple[str, str], int]) -> None:
+        """Hand the verdict to the waiting requests and add their decisions to ``decided``
+        (counted in the metrics once per batch by ``_Wire.deliver``)."""
         verdict = GroupVerdict.from_reply(reply)
         if verdict.refusal in ("ok", "rate_limited", "quota_exceeded"):
-            counts = decided if decided is not None else {}
             if verdict.admitted:
                 key = (verdict.tier, OK)
-                counts[key] = counts.get(key, 0) + verdict.admitted
+                decided[key] = decided.get(key, 0) + verdict.admitted
             if len(self.waiters) > verdict.admitted:
                 key = (verdict.tier, verdict.refusal)
-                counts[key] = counts.get(key, 0) + len(self.waiters) - verdict.admitted
-            if decided is None:
-                for (tier, result), n in counts.items():
-                    metrics.decision(tier, result, "store", n)
+                decided[key] = decided.get(key, 0) + len(self.waiters) - verdict.admitted
         for future in self.waiters:
             if not future.done():
                 future.set_result(verdict)
