@@ -1,11 +1,10 @@
 """Request metrics on the hot path: latency by route and status, response body bytes.
 
-Recorded by the app's one middleware for every request, so nothing is resolved per
-request: the labelled
-children of a (route, method, status) are looked up once and kept in a dict keyed by the
-matched aiohttp route object (identity hash) and the status. The route label is the resource's
-canonical path (``/v1/feeds/{feed}/stops/{stop}/departures``), never the raw URL, so the label
-set stays bounded; requests that match no route are ``unmatched``.
+Recorded by every endpoint (``gateway.app.endpoint``) through its route's ``RouteMetrics``,
+so nothing is resolved per request: the labelled children of a (route, method, status) are
+looked up once. The route label is the route's path pattern
+(``/v1/feeds/{feed}/stops/{stop}/departures``), never the raw URL, so the label set stays
+bounded; requests that match no route are ``unmatched``.
 
 ``GATEWAY_METRICS=0`` sets ``app[HTTP_METRICS]`` false: nothing is recorded (see ``gateway.app``):
 that is how ``bench/load.py`` measures what instrumentation costs.
@@ -75,7 +74,7 @@ class _Series:
             self.sent = 0
 
 
-_children: dict[tuple[Any, str, int], _Series] = {}
+_children: dict[tuple[str, str, str], _Series] = {}  # by labels: route, method, status
 
 
 def flush() -> None:
@@ -102,33 +101,40 @@ async def flush_periodically(app: web.Application) -> AsyncIterator[None]:
 _METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"))
 
 
-def _children_of(request: web.Request, status: int) -> _Series:
-    # Keyed by the resource object (stable for the app's life; None: no route matched) and
-    # the method as sent, mapped to a bounded label set below.
-    resource = request.match_info.route.resource
-    key = (resource, request.method, status)
-    found = _children.get(key)
-    if found is None:
-        method = request.method if request.method in _METHODS else "other"
-        labels = (resource.canonical if resource is not None else "unmatched", method,
-                  str(status))
-        if len(_children) >= 4096:
-            flush()
-            _children.clear()  # unknown methods are many keys of one label set: stay bounded
-        found = _children[key] = _Series(REQUEST_SECONDS.labels(*labels),
-                                         RESPONSE_BYTES.labels(*labels))
-    return found
+class RouteMetrics:
+    """The series of one route, held by its endpoint (``gateway.app``): the route label is
+    fixed when the route is registered, so a request costs one dict lookup by method and
+    status. The label is the route's path pattern (``/v1/feeds/{feed}/stops/{stop}/departures``),
+    never the raw URL, so the label set stays bounded; the catch-all endpoint is ``unmatched``,
+    and methods outside ``_METHODS`` are ``other``."""
 
+    __slots__ = ("_series", "route")
 
-def record(request: web.Request, response: web.StreamResponse, elapsed: float) -> None:
-    """Count one response (called by ``gateway.app.gateway_middleware``, the only
-    middleware, when ``app[HTTP_METRICS]``)."""
-    series = _children_of(request, response.status)
-    series.counts[bisect_left(BOUNDS, elapsed)] += 1  # Prometheus buckets are "<= bound"
-    series.seconds += elapsed
-    body = getattr(response, "body", None)
-    if isinstance(body, bytes):
-        series.sent += len(body)
+    def __init__(self, route: str) -> None:
+        self.route = route
+        self._series: dict[tuple[str, int], _Series] = {}
+
+    def record(self, method: str, response: web.StreamResponse, elapsed: float) -> None:
+        key = (method, response.status)
+        series = self._series.get(key)
+        if series is None:
+            series = self._series_of(method, response.status)
+        series.counts[bisect_left(BOUNDS, elapsed)] += 1  # Prometheus buckets are "<= bound"
+        series.seconds += elapsed
+        body = getattr(response, "body", None)
+        if isinstance(body, bytes):
+            series.sent += len(body)
+
+    def _series_of(self, method: str, status: int) -> _Series:
+        label = method if method in _METHODS else "other"
+        labels = (self.route, label, str(status))
+        series = _children.get(labels)
+        if series is None:
+            series = _children[labels] = _Series(REQUEST_SECONDS.labels(*labels),
+                                                 RESPONSE_BYTES.labels(*labels))
+        if label == method:  # unknown methods are looked up by label: the cache stays bounded
+            self._series[(method, status)] = series
+        return series
 
 
 def prepare_multiprocess_dir() -> Path:

@@ -122,8 +122,10 @@ def _refuse_bench_mode_off_loopback(settings: Settings) -> None:
                     "Benchmarks only; never in production.")
 
 
-def install(app: web.Application, settings: Settings, store: Store, clock: Clock) -> None:
-    """Keys, tiers, limits, signup and operator routes, and /metrics, on ``app``."""
+def install(app: web.Application, settings: Settings, store: Store,
+            clock: Clock) -> list[web.RouteDef]:
+    """Keys, tiers, limits and signup on ``app``; returns its routes (keys, signup, operator
+    routes and /metrics) for ``gateway.app`` to register behind its endpoint wrapper."""
     if settings.bench_no_auth:
         _refuse_bench_mode_off_loopback(settings)
     limiter = KeyLimiter(store.sibling(settings.limiter_timeout_s), settings.breaker_seconds,
@@ -133,15 +135,17 @@ def install(app: web.Application, settings: Settings, store: Store, clock: Clock
         app[GUARD] = Guard(settings, clock, limiter, tiers)
     app[signup.SIGNUP] = signup.SignupService(store, clock, settings, limiter, tiers)
 
-    app.router.add_get("/v1/keys/me", keys_me)
-    app.router.add_post("/v1/keys", signup.post_keys)
-    app.router.add_post("/v1/feeds", create_feed)
-    app.router.add_patch("/v1/feeds/{feed}", patch_feed)
-    app.router.add_delete("/v1/feeds/{feed}", delete_feed)
-    app.router.add_get("/", signup.root)
-    app.router.add_get("/signup", signup.signup_page)
-    app.router.add_post("/signup", signup.signup_form)
-    app.router.add_get("/metrics", metrics.metrics_handler)
+    routes = [
+        web.get("/v1/keys/me", keys_me),
+        web.post("/v1/keys", signup.post_keys),
+        web.post("/v1/feeds", create_feed),
+        web.patch("/v1/feeds/{feed}", patch_feed),
+        web.delete("/v1/feeds/{feed}", delete_feed),
+        web.get("/", signup.root),
+        web.get("/signup", signup.signup_page),
+        web.post("/signup", signup.signup_form),
+        web.get("/metrics", metrics.metrics_handler),
+    ]
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         with contextlib.suppress(StoreUnavailable):
@@ -150,3 +154,4 @@ def install(app: web.Application, settings: Settings, store: Store, clock: Clock
         await limiter.close()
 
     app.cleanup_ctx.append(lifecycle)
+    return routes

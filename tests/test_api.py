@@ -135,6 +135,23 @@ async def test_unknown_path_outside_v1_needs_no_key(caltrain: Gateway) -> None:
     assert_error(*await call(caltrain, "/nope"), 404, "not_found")
 
 
+async def test_unknown_path_is_404_without_a_key(caltrain: Gateway) -> None:
+    # no route, no data: nothing to protect, and nothing counted against a quota
+    assert_error(*await call(caltrain, "/v1/nope/deeper"), 404, "not_found")
+
+
+@pytest.mark.parametrize(("method", "path", "allow"), [
+    ("DELETE", "/v1/keys/me", {"GET", "HEAD"}),
+    ("PUT", PA, {"GET", "HEAD"}),
+    ("PUT", "/v1/feeds/caltrain", {"GET", "HEAD", "PATCH", "DELETE"}),
+])
+async def test_wrong_method_is_json_405_with_allow(caltrain: Gateway, method: str, path: str,
+                                                  allow: set[str]) -> None:
+    resp = await caltrain.client.request(method, path, headers={"X-API-Key": caltrain.key})
+    assert_error(resp.status, resp.content_type, await resp.json(), 405, "method_not_allowed")
+    assert set(resp.headers["Allow"].split(",")) == allow
+
+
 # --- bad parameters ------------------------------------------------------------------------
 
 STOPS = "/v1/feeds/caltrain/stops"

@@ -101,6 +101,8 @@ async def test_bad_feed_bodies(store: Store, aiohttp_client: Any, body: bytes, s
 async def test_require_operator_helper(store: Store, aiohttp_client: Any) -> None:
     from aiohttp import web
 
+    from gateway.app import add_routes
+    from gateway.keys_api import GUARD
     from gateway.state import json_response
 
     async def secret(request: web.Request) -> web.Response:
@@ -108,7 +110,7 @@ async def test_require_operator_helper(store: Store, aiohttp_client: Any) -> Non
 
     clock = FixedClock(parse_instant(NOW))
     app = build_app(Settings(), store, clock, follow_store=False)
-    app.router.add_post("/v1/ops-only", secret)
+    add_routes(app, [web.post("/v1/ops-only", secret)], app[GUARD], measure=False)
     client = await aiohttp_client(app)
     operator, record = await create_key(store, clock, kind="operator", email="o@example.org",
                                         tier="unlimited")
