@@ -23,19 +23,18 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from redis.exceptions import ConnectionError as StoreConnectionError
+from redis.asyncio.connection import SSLConnection
 from redis.exceptions import NoScriptError, RedisError, ResponseError
-from redis.exceptions import TimeoutError as StoreTimeout
 
 from gateway import metrics
 from gateway.errors import StoreUnavailable
 from gateway.ratelimit import MINUTE_US, OK, Limits, MonthWindow
+from gateway.resp import RespConnection, address_of
 from gateway.store import Store, key_gcra_key, key_month_key, key_record_key, signup_ip_key
 
 MONTH_TTL_GRACE_S = 86_400  # a month counter outlives its month by a day (clock skew)
@@ -331,9 +330,12 @@ class _Wire:
 
 
 class _Batcher:
-    """Sends waiting calls in pipelines, at most ``max_inflight`` on the wire at once; the key
-    checks of one batch go as one script call (per Cluster slot on a cluster). The breaker
-    learns every batch's outcome here, whether or not its callers still wait."""
+    """Sends waiting calls in batches, at most ``max_inflight`` on the wire at once (so that
+    requests arriving meanwhile make the next batch bigger); the key checks of one batch go
+    as one script call (per Cluster slot on a cluster). Batches go on one ``RespConnection``
+    of our own (``gateway.resp``), without a task or a future per batch; on a cluster or over
+    TLS through redis-py. The breaker learns every batch's outcome here, whether or not its
+    callers still wait."""
 
     def __init__(self, store: Store, breaker: CircuitBreaker, timeout: float,
                  max_batch: int = 512, max_inflight: int = 4) -> None:
@@ -342,8 +344,11 @@ class _Batcher:
         self.timeout = timeout
         self.max_batch = max_batch
         self.max_inflight = max_inflight
+        pool = store.client.connection_pool if not store.cluster else None
+        self._address = (None if pool is None else address_of(
+            pool.connection_kwargs, issubclass(pool.connection_class, SSLConnection)))
+        self._conn: RespConnection | None = None
         self._pending: list[Pending] = []
-        self._idle: list[Any] = []  # connections of our own, one per batch on the wire
         self._inflight = 0
         self._scheduled = False
         self._tasks: set[asyncio.Task[None]] = set()
@@ -360,9 +365,17 @@ class _Batcher:
             batch, self._pending = (self._pending[:self.max_batch],
                                     self._pending[self.max_batch:])
             self._inflight += 1
-            task = asyncio.create_task(self._send(self._wires(batch)))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            wires = self._wires(batch)
+            conn = self._conn
+            if conn is not None and not conn.closed:
+                self._send_raw(conn, wires)
+            else:  # connect first, or go through redis-py (cluster, TLS)
+                self._spawn(self._send(wires))
+
+    def _spawn(self, work: Any) -> None:
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _wires(self, batch: list[Pending]) -> list[_Wire]:
         wires: list[_Wire] = []
@@ -378,18 +391,60 @@ class _Batcher:
         wires += [_Wire.of_checks(checks) for checks in by_table.values()]
         return wires
 
+    def _send_raw(self, conn: RespConnection, wires: list[_Wire]) -> None:
+        started = time.perf_counter()
+
+        def done(replies: list[Any] | BaseException) -> None:
+            if isinstance(replies, BaseException):
+                self._finish(wires, replies, started)
+            elif any(_no_script(r) for r in replies):  # first use, or the store restarted
+                self._spawn(self._load_scripts(wires, replies, started))
+            else:
+                self._finish(wires, replies, started)
+
+        conn.send(b"".join([wire.packed for wire in wires]), len(wires), done)
+
     async def _send(self, wires: list[_Wire]) -> None:
         started = time.perf_counter()
         try:
-            replies = await self._execute(wires)
+            if self._address is None:
+                replies: list[Any] | BaseException = await self._execute(wires)
+            else:
+                conn = self._conn
+                if conn is None or conn.closed:
+                    conn = await RespConnection.open(self._address, self.timeout)
+                    if self._conn is not None and not self._conn.closed:
+                        conn.close()  # another batch connected meanwhile: one is enough
+                        conn = self._conn
+                    self._conn = conn
+                self._send_raw(conn, wires)
+                return
         except Exception as exc:  # noqa: BLE001 - every waiting request must get an answer
-            self.breaker.failure(time.monotonic())
-            error: Exception = exc
-            if isinstance(exc, (RedisError, OSError)):
-                error = StoreUnavailable(f"store error: {exc}")
-            for wire in wires:
-                wire.fail(error)
+            replies = exc
+        self._finish(wires, replies, started)
+
+    async def _load_scripts(self, wires: list[_Wire], replies: list[Any],
+                            started: float) -> None:
+        """The commands the store answered NOSCRIPT go again as EVAL (which loads the
+        script); nothing of theirs ran, so sending them again counts nothing twice."""
+        try:
+            await self._eval_missing(wires, replies)
+        except Exception as exc:  # noqa: BLE001 - every waiting request must get an answer
+            self._finish(wires, exc, started)
         else:
+            self._finish(wires, replies, started)
+
+    def _finish(self, wires: list[_Wire], replies: list[Any] | BaseException,
+                started: float) -> None:
+        try:
+            if isinstance(replies, BaseException):
+                self.breaker.failure(time.monotonic())
+                error: BaseException = replies
+                if isinstance(replies, (RedisError, OSError)):
+                    error = StoreUnavailable(f"store error: {replies}")
+                for wire in wires:
+                    wire.fail(error)
+                return
             self.breaker.success()
             metrics.LIMITER_SECONDS.observe(time.perf_counter() - started)
             for wire, reply in zip(wires, replies, strict=True):
@@ -404,17 +459,17 @@ class _Batcher:
                 asyncio.get_running_loop().call_soon(self._start)
 
     async def _execute(self, wires: list[_Wire]) -> list[Any]:
-        """EVALSHA in one pipeline; commands whose script the store does not know (first use,
-        or after a restart) go again as EVAL, which also loads the script."""
-        if self.store.cluster:
-            pipe = self.store.client.pipeline(transaction=False)
-            for wire in wires:
-                keys, args = wire.command()
-                pipe.evalsha(_sha(wire.script), len(keys), *keys, *args)
-            replies = list(await pipe.execute(raise_on_error=False))
-        else:
-            replies = await self._execute_packed(wires)
-        missing = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
+        """EVALSHA in one redis-py pipeline (cluster, TLS)."""
+        pipe = self.store.client.pipeline(transaction=False)
+        for wire in wires:
+            keys, args = wire.command()
+            pipe.evalsha(_sha(wire.script), len(keys), *keys, *args)
+        replies = list(await pipe.execute(raise_on_error=False))
+        await self._eval_missing(wires, replies)
+        return replies
+
+    async def _eval_missing(self, wires: list[_Wire], replies: list[Any]) -> None:
+        missing = [i for i, r in enumerate(replies) if _no_script(r)]
         if missing:
             pipe = self.store.client.pipeline(transaction=False)
             for i in missing:
@@ -423,43 +478,16 @@ class _Batcher:
             for i, reply in zip(missing, await pipe.execute(raise_on_error=False),
                                 strict=True):
                 replies[i] = reply
-        return replies
-
-    async def _execute_packed(self, wires: list[_Wire]) -> list[Any]:
-        """The same pipeline on a connection of our own, packed here: the request path's hot
-        spot (redis-py's generic pipeline spends more time packing than the store runs).
-        A connection found dead (the store restarted while it was idle) is replaced once."""
-        data = b"".join([wire.packed for wire in wires])
-        reused = bool(self._idle)
-        conn = self._idle.pop() if reused else self.store.client.connection_pool.make_connection()
-        replies: list[Any] = []
-        try:
-            async with asyncio.timeout(self.timeout):  # one deadline for the whole batch
-                await conn.connect()
-                await conn.send_packed_command(data, check_health=False)
-                for _ in wires:
-                    try:
-                        replies.append(await conn.read_response(timeout=math.inf))
-                    except ResponseError as exc:  # an error reply; the next ones follow
-                        replies.append(exc)
-        except TimeoutError as exc:
-            await conn.disconnect()
-            raise StoreTimeout(f"no answer within {self.timeout} s") from exc
-        except StoreConnectionError:
-            await conn.disconnect()
-            if reused and not replies:
-                return await self._execute_packed(wires)
-            raise
-        except BaseException:
-            await conn.disconnect()  # half-read replies: never reuse this connection
-            raise
-        self._idle.append(conn)
-        return replies
 
     async def close(self) -> None:
-        for conn in self._idle:
-            await conn.disconnect()
-        self._idle.clear()
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+def _no_script(reply: Any) -> bool:
+    return isinstance(reply, NoScriptError) or (
+        isinstance(reply, ResponseError) and str(reply).startswith("NOSCRIPT"))
 
 
 def _bulk(value: Arg) -> bytes:
