@@ -47,6 +47,7 @@ from gateway.tiers import TierCache
 log = logging.getLogger(__name__)
 
 MAX_RECENT = 100_000  # keys remembered for the store-down grace period
+REMEMBER_EVERY_S = 1.0  # a key's verification is noted again after this much
 MAX_HASHES = 10_000  # key strings whose hash is kept (a miss costs ~2 us)
 
 
@@ -244,6 +245,10 @@ class Guard:
 
     def _remember(self, key_id: str, key_hash: str, kind: str, tier: str, expires: str) -> None:
         at = time.monotonic()
+        seen = self.recent.get(key_id)
+        if (seen is not None and at - seen.at < REMEMBER_EVERY_S and seen.hash == key_hash
+                and seen.kind == kind and seen.tier == tier and seen.expires == expires):
+            return  # noted less than a second ago: the grace period is seconds long
         self.recent.pop(key_id, None)  # re-insert: dict order is recency
         self.recent[key_id] = _Verified(at, key_hash, kind, tier, expires)
         if len(self.recent) > MAX_RECENT:

@@ -49,6 +49,7 @@ CHECK_SCRIPT = """
 -- sees its first check's counts.
 local tiers, period, process_now = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local store_now
+local tier_limits = {}  -- tier name -> {known 1|0, per minute, per month}, once per call
 local function check(k, a)
   local rec = redis.call('HMGET', KEYS[k + 1], 'hash', 'kind', 'tier', 'revoked', 'expires',
                          'expires_at')
@@ -59,16 +60,20 @@ local function check(k, a)
   if expires_at and expires_at <= process_now then
     return {'expired', kind, tier, expires}
   end
-  local at = string.find(tiers, ';' .. tier .. ':', 1, true)
-  local known = 1
-  if not at then
-    if ARGV[a + 3] == '1' then return {'unknown_tier', kind, tier, expires} end
-    known, at = 0, 1
+  local limits = tier_limits[tier]
+  if not limits then
+    local at = string.find(tiers, ';' .. tier .. ':', 1, true)
+    local known = 1
+    if not at then known, at = 0, 1 end
+    local pm, pq = string.match(tiers, '^;[^;:]*:(%d+):(%d+)', at)
+    limits = {known, tonumber(pm), tonumber(pq)}
+    tier_limits[tier] = limits
   end
-  local pm, pq = string.match(tiers, '^;[^;:]*:(%d+):(%d+)', at)
-  local per_minute, per_month = tonumber(pm), tonumber(pq)
+  local known, per_minute, per_month = limits[1], limits[2], limits[3]
+  if known == 0 and ARGV[a + 3] == '1' then return {'unknown_tier', kind, tier, expires} end
   local n = tonumber(ARGV[a + 4])
-  local used = tonumber(redis.call('GET', KEYS[k + 3]) or '0')
+  local counters = redis.call('MGET', KEYS[k + 3], KEYS[k + 2])  -- month used, GCRA tat
+  local used = tonumber(counters[1] or '0')
   local admitted, refusal = n, 'ok'
   if per_month > 0 and per_month - used < admitted then
     admitted, refusal = math.max(0, per_month - used), 'quota_exceeded'
@@ -82,7 +87,7 @@ local function check(k, a)
     local now = store_now
     t = math.max(1, math.floor(period / per_minute))
     local span = t * per_minute
-    local tat = tonumber(redis.call('GET', KEYS[k + 2]) or '0')
+    local tat = tonumber(counters[2] or '0')
     if tat < now then tat = now end
     local slots = math.max(0, math.floor((span - (tat - now)) / t))
     if slots < admitted then admitted, refusal = slots, 'rate_limited' end
@@ -338,7 +343,7 @@ class _Batcher:
     callers still wait."""
 
     def __init__(self, store: Store, breaker: CircuitBreaker, timeout: float,
-                 max_batch: int = 512, max_inflight: int = 4) -> None:
+                 max_batch: int = 512, max_inflight: int = 1) -> None:
         self.store = store
         self.breaker = breaker
         self.timeout = timeout
