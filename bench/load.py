@@ -12,7 +12,10 @@ back to back (odd rounds in reverse order); ratios are medians of the per-round 
 
 One-process servers are pinned to CPU 0 with ``taskset`` and wrk to CPU 1 (when taskset exists
 and there are 2+ CPUs); ``--workers 2`` is left on both CPUs (shared with wrk: on a 2-core
-machine it cannot scale linearly). The embedded Valkey is not pinned.
+machine it cannot scale linearly). The embedded Valkey is pinned to CPU 1 too, beside wrk (which
+uses under half of that core at these rates): in production the store runs on a host of its
+own, and left unpinned it often lands on the gateway's core, where every batch written to it
+wakes it up and preempts the gateway for the length of the script.
 
 Load: ``wrk -t1 -c32 --latency``; departures of WMATA's Metro Center (``STN_A01_C01``, a station
 with its platforms) at 2026-05-05 08:00 (``GATEWAY_CLOCK``), ``limit=50``, on a tier whose
@@ -138,6 +141,9 @@ def run(rounds: int = 5, seconds: int = 4) -> list[Row]:
         env.pop(name, None)
     servers: list[subprocess.Popen[bytes]] = []
     stats = StoreStats(redis_url)
+    if pin_wrk:  # the store beside the load generator, as on a host of its own (see above)
+        pid = str(stats.client.info("server")["process_id"])
+        subprocess.run(["taskset", "-a", "-p", "-c", "1", pid], check=True, capture_output=True)
     try:
         print("  loading wmata-2026.zip...", file=sys.stderr)
         _cli(env, "feeds", "add", "wmata", "--static", str(FEED))

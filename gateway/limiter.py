@@ -93,8 +93,9 @@ local function check(k, a)
     if slots < admitted then admitted, refusal = slots, 'rate_limited' end
     if admitted > 0 then
       tat = tat + admitted * t
-      redis.call('SET', KEYS[k + 2], string.format('%.0f', tat), 'PX',
-                 math.max(1, math.ceil((tat - now) / 1000)))
+      -- a number argument is written with all its digits (unlike tostring's %.14g), and
+      -- without string.format, which cost ~1 us per key
+      redis.call('SET', KEYS[k + 2], tat, 'PX', math.max(1, math.ceil((tat - now) / 1000)))
     end
     remaining = math.floor((span - (tat - now)) / t)
     reset = tat - now

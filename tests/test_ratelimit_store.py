@@ -18,7 +18,7 @@ from gateway.key_service import create_key
 from gateway.keys import generate_key, key_hash, key_id_of
 from gateway.limiter import Check, KeyLimiter
 from gateway.ratelimit import month_window
-from gateway.store import Store
+from gateway.store import Store, key_gcra_key
 from gateway.tiers import DEFAULT_TIERS, Limits, set_tier, wire_table
 
 NOW = parse_instant("2023-11-07T17:05:00-08:00")
@@ -54,6 +54,10 @@ async def test_concurrent_requests_share_one_call_and_get_their_own_numbers(
     assert all(c.retry_after_us > 0 and c.minute_remaining == 0 for c in refused)
     counters = await store.key_counters(record.key_id)
     assert len(counters) == 2 and all(ttl > 0 for ttl in counters.values()), counters
+    # the GCRA state is the theoretical arrival time in whole microseconds, every digit kept
+    # (the script passes a Lua number: tostring's %.14g would round it to 100 us)
+    tat = await store.client.get(key_gcra_key(record.key_id))
+    assert tat.isdigit() and len(tat) == 16, tat
 
 
 async def test_key_states(store: Store, limiter: KeyLimiter) -> None:
