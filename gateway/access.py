@@ -283,7 +283,7 @@ class Guard:
 def set_limit_headers(request: web.Request, response: web.StreamResponse,
                       caller: Caller | None = None) -> None:
     """The rate-limit headers of whatever answers a keyed request (``gateway.app``'s
-    middleware calls this for every response, before it is prepared)."""
+    endpoint wrapper calls this for every response, before it is prepared)."""
     if caller is None:
         caller = request.get(CALLER)
     if caller is not None:

@@ -34,7 +34,8 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 BOUNDS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 REQUEST_SECONDS = Histogram(
-    "tg_http_request_seconds", "HTTP request latency (handler and middlewares) by route",
+    "tg_http_request_seconds",
+    "HTTP request latency (handler, authentication and rate limiting) by route",
     ["route", "method", "status"], buckets=BOUNDS)
 RESPONSE_BYTES = Counter(
     "tg_http_response_bytes_total", "HTTP response body bytes by route",
