@@ -201,9 +201,11 @@ class GroupVerdict:
             return cls(reply[0].decode(), kind, tier, expires)
         (refusal, kind, tier, expires, known, per_minute, per_month, admitted, remaining,
          reset, retry, used, t) = reply
-        return cls(_text(refusal), _text(kind), _text(tier), _text(expires),
-                   bool(known), _limits(per_minute, per_month), admitted, remaining, reset,
-                   retry, used, t)
+        texts = _TEXTS  # inlined lookups: this runs once per key of every batch
+        return cls(texts.get(refusal) or _text(refusal), texts.get(kind) or _text(kind),
+                   texts.get(tier) or _text(tier), texts.get(expires) or _text(expires),
+                   known == 1, _LIMITS.get((per_minute, per_month))
+                   or _limits(per_minute, per_month), admitted, remaining, reset, retry, used, t)
 
     def check(self, i: int) -> Check:
         """The ``i``-th request's (0-based, in arrival order) outcome."""
