@@ -5,7 +5,8 @@ back to back (odd rounds in reverse order); ratios are medians of the per-round 
 
 - ``hello``: the ceiling, ``bench/hello.py`` (aiohttp + uvloop, a small orjson body);
 - ``hello-board``: the same app answering the gateway's own 50-departure board bytes from
-  memory (for information: what the body alone costs, without any gateway logic);
+  memory on the same URL as the gateway (for information: what the body and the URL cost
+  aiohttp alone, without any gateway logic);
 - ``gw``: ``transit-gateway serve --role api`` as in production (request metrics on);
 - ``gw-nometrics``: the same with ``GATEWAY_METRICS=0``;
 - ``gw-w2``: the same with ``--workers 2`` (SO_REUSEPORT).
@@ -168,8 +169,7 @@ def run(rounds: int = 5, seconds: int = 4) -> list[Row]:
             wait_http(f"http://127.0.0.1:{ports[mode]}/healthz")
 
         def url(mode: str) -> str:
-            return f"http://127.0.0.1:{ports[mode]}" + (
-                "/" if mode.startswith("hello") else PATH)
+            return f"http://127.0.0.1:{ports[mode]}" + ("/" if mode == "hello" else PATH)
 
         headers = {"X-API-Key": key}
         wait_http(url("gw") + f"&key={key}", timeout=120)
@@ -254,8 +254,8 @@ def run(rounds: int = 5, seconds: int = 4) -> list[Row]:
     ceiling = m("hello", 0)
     rows = [Row("load: ceiling, aiohttp hello orjson", ceiling, "req/s",
                 "itself", ceiling, "wrk -t1 -c32"),
-            Row("load: hello app serving the board bytes", m("hello_board", 0), "req/s",
-                "ceiling", ceiling, "(info)", pr("hello_board", "hello"))]
+            Row("load: hello app, board bytes on departures URL", m("hello_board", 0),
+                "req/s", "ceiling", ceiling, "(info)", pr("hello_board", "hello"))]
     for label, name in (("1 key", "gw1"), ("100 keys", "gw100")):
         rows += [
             Row(f"load: keyed departures, {label}", m(name, 0), "req/s", "ceiling", ceiling,

@@ -134,13 +134,13 @@ async def _merge_rounds(rounds: int) -> tuple[list[float], list[float], dict[str
             clock = FixedClock(now)
             rt = RealtimeFeed(store, "wmata", clock)
             await rt._sync()  # start-up sync is not part of a snapshot's cost
-            t = time.perf_counter()
+            started = time.perf_counter()
             meta1 = await rt.apply("trip_updates", body1, index)
-            firsts.append(time.perf_counter() - t)
+            firsts.append(time.perf_counter() - started)
             clock.advance(30)
-            t = time.perf_counter()
+            started = time.perf_counter()
             meta2 = await rt.apply("trip_updates", body2, index)
-            seconds.append(time.perf_counter() - t)
+            seconds.append(time.perf_counter() - started)
             info.update(changed_first=meta1["changed_stops"],
                         changed_second=meta2["changed_stops"], matched=meta1["matched"],
                         recomputed=meta2["recomputed"], merge_ms=meta2["merge_ms"])
