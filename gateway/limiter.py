@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -36,6 +37,8 @@ from gateway.errors import StoreUnavailable
 from gateway.ratelimit import MINUTE_US, OK, Limits, MonthWindow
 from gateway.resp import RespConnection, address_of
 from gateway.store import Store, key_gcra_key, key_month_key, key_record_key, signup_ip_key
+
+log = logging.getLogger(__name__)
 
 MONTH_TTL_GRACE_S = 86_400  # a month counter outlives its month by a day (clock skew)
 _MINUTE = str(MINUTE_US).encode()
@@ -458,8 +461,12 @@ class _Batcher:
             for wire, reply in zip(wires, replies, strict=True):
                 if isinstance(reply, Exception):
                     wire.fail(StoreUnavailable(f"store error: {reply}"))
-                else:
+                    continue
+                try:
                     wire.deliver(reply)
+                except Exception:  # a reply we cannot read must not strand its requests
+                    log.exception("unreadable limiter reply: %.200r", reply)
+                    wire.fail(StoreUnavailable("unreadable reply from the store"))
         finally:
             self._inflight -= 1
             if self._pending and not self._scheduled:

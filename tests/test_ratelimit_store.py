@@ -16,7 +16,7 @@ from gateway.clock import FixedClock, parse_instant
 from gateway.errors import StoreUnavailable
 from gateway.key_service import create_key
 from gateway.keys import generate_key, key_hash, key_id_of
-from gateway.limiter import Check, KeyLimiter
+from gateway.limiter import Check, KeyLimiter, _CheckGroup, _KeyWire, _Wire
 from gateway.ratelimit import month_window
 from gateway.store import Store, key_gcra_key
 from gateway.tiers import DEFAULT_TIERS, Limits, set_tier, wire_table
@@ -172,3 +172,22 @@ async def test_the_keys_of_one_batch_are_checked_by_one_script_call(
     assert [c.month_used for c in by_key[other]] == [1, 2]
     assert [c.result for c in by_key[revoked]] == ["revoked"]
     assert [c.result for c in by_key[unknown]] == ["unknown"]
+
+
+
+async def test_a_reply_the_limiter_cannot_read_fails_its_requests(limiter: KeyLimiter) -> None:
+    """Every waiting request gets an answer: a reply of an unexpected shape fails its
+    requests with 503 instead of leaving them waiting, and the batcher carries on."""
+    key = generate_key()
+    month = month_window(NOW)
+    group = _CheckGroup(limiter, (key_id_of(key), key_hash(key), month.name, True),
+                        _KeyWire(key_id_of(key), key_hash(key), month.name, True),
+                        ";bronze:30:1;", NOW, 60)
+    waiting: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    group.waiters.append(waiting)
+    batcher = limiter._batcher
+    batcher._inflight += 1  # as if sent
+    batcher._finish([_Wire.of_checks([group])], [[b"ok", b"developer", 7]], time.perf_counter())
+    with pytest.raises(StoreUnavailable, match="unreadable"):
+        await waiting
+    assert batcher._inflight == 0
