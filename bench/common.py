@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import socket
 import statistics
 import subprocess
@@ -31,6 +32,29 @@ def run_child(module: str, *args: str, env: dict[str, str] | None = None) -> dic
         env={**os.environ, **(env or {})}, cwd=ROOT, timeout=600,
     )
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def cpu_pinning() -> tuple[list[str], list[str]]:
+    """Command prefixes: the measured server on CPU 0, the load generator on CPU 1 (empty
+    when taskset is missing or there is one CPU)."""
+    if shutil.which("taskset") and (os.cpu_count() or 1) >= 2:
+        return ["taskset", "-c", "0"], ["taskset", "-c", "1"]
+    return [], []
+
+
+def pin_store_beside_load(redis_url: str) -> None:
+    """Move the store (all its threads) to the load generator's CPU 1: in production it runs
+    on a host of its own, and left to the scheduler it often shares the measured server's
+    core, where every batch written to it wakes it up and preempts the server for the length
+    of the script (seen in py-spy as time spent writing to the store's socket)."""
+    if not cpu_pinning()[1]:
+        return
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    pid = str(client.info("server")["process_id"])
+    client.close()
+    subprocess.run(["taskset", "-a", "-p", "-c", "1", pid], check=True, capture_output=True)
 
 
 def wait_http(url: str, timeout: float = 30.0) -> None:

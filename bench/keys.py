@@ -7,10 +7,11 @@ yet every request is checked and counted), one with ``GATEWAY_BENCH_NO_AUTH=1`` 
 limits). wrk loads one at a time, in interleaved rounds (ABBA order); the figure is the ratio of
 the median requests per second, keyed over unkeyed. Target: at least 0.80.
 
-Two load shapes: one key on every request (concurrent requests of one key share one script
-call), and 200 keys in rotation (a wrk Lua script; every request its own script call; the
-unkeyed server gets the same headers). On this 2-core machine wrk, the gateway and the store
-share the cores, so the store's own CPU per script call counts against the keyed side.
+Two load shapes: one key on every request (concurrent requests of one key share one verdict),
+and 200 keys in rotation (a wrk Lua script; the keys waiting together share one script call but
+each is checked on its own; the unkeyed server gets the same headers). Servers are pinned to CPU 0, wrk and the embedded
+Valkey to CPU 1 (``bench.common.cpu_pinning``, ``pin_store_beside_load``), as in the load
+bench: the store's own CPU per script call is not taken from the gateway's core.
 
 wrk comes from Debian's package (installed here with apt-get when missing).
 """
@@ -24,7 +25,17 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench.common import DATA, ROOT, Row, free_port, median, run_wrk, wait_http
+from bench.common import (
+    DATA,
+    ROOT,
+    Row,
+    cpu_pinning,
+    free_port,
+    median,
+    pin_store_beside_load,
+    run_wrk,
+    wait_http,
+)
 
 FEED = DATA / "gtfs" / "caltrain-2023.zip"
 CLOCK = "2023-11-07T17:05:00-08:00"
@@ -47,10 +58,10 @@ def ensure_wrk() -> str:
     return found
 
 
-def wrk(binary: str, url: str, seconds: int, headers: dict[str, str],
+def wrk(binary: list[str], url: str, seconds: int, headers: dict[str, str],
         script: Path | None = None) -> float:
     """Requests per second of one wrk run (see bench.common.run_wrk)."""
-    return run_wrk([binary], url, seconds, headers, script)[0]
+    return run_wrk(binary, url, seconds, headers, script)[0]
 
 
 def _rotation_script(path: Path, keys: list[str]) -> Path:
@@ -91,10 +102,12 @@ def _cli(env: dict[str, str], *args: str) -> str:
 def run(rounds: int = 5, seconds: int = 5) -> list[Row]:
     from gateway.embedded import EmbeddedValkey
 
-    binary = ensure_wrk()
+    pin_server, pin_wrk = cpu_pinning()
+    binary = [*pin_wrk, ensure_wrk()]
     tmp = Path(tempfile.mkdtemp(prefix="tg-bench-keys-"))
     store = EmbeddedValkey(tmp / "store")
     redis_url = store.ensure_running()
+    pin_store_beside_load(redis_url)
     env = {**os.environ, "REDIS_URL": redis_url, "GATEWAY_LOG_LEVEL": "WARNING",
            "GATEWAY_CLOCK": CLOCK}
     env.pop("GATEWAY_BENCH_NO_AUTH", None)
@@ -108,8 +121,8 @@ def run(rounds: int = 5, seconds: int = 5) -> list[Row]:
         for mode, port in ports.items():
             child = {**env, "GATEWAY_BENCH_NO_AUTH": "1"} if mode == "unkeyed" else env
             servers.append(subprocess.Popen(
-                [sys.executable, "-m", "gateway", "serve", "--role", "api", "--port",
-                 str(port)], env=child, cwd=ROOT))
+                [*pin_server, sys.executable, "-m", "gateway", "serve", "--role", "api",
+                 "--port", str(port)], env=child, cwd=ROOT))
         for port in ports.values():
             wait_http(f"http://127.0.0.1:{port}/healthz")
         headers = {"keyed": {"X-API-Key": key}, "unkeyed": {}}

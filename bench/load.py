@@ -56,7 +56,17 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from bench.common import DATA, ROOT, Row, free_port, median, run_wrk, wait_http
+from bench.common import (
+    DATA,
+    ROOT,
+    Row,
+    cpu_pinning,
+    free_port,
+    median,
+    pin_store_beside_load,
+    run_wrk,
+    wait_http,
+)
 from bench.keys import _cli, _make_keys, _rotation_script, ensure_wrk
 from bench.openloop import ensure_openloop, run_openloop
 
@@ -65,12 +75,6 @@ CLOCK = "2026-05-05T08:00:00-04:00"
 PATH = "/v1/feeds/wmata/stops/STN_A01_C01/departures?limit=50"
 TIER = ("bench", "60000000", "1000000000000")
 CONNECTIONS = 32
-
-
-def _pin() -> tuple[list[str], list[str]]:
-    if shutil.which("taskset") and (os.cpu_count() or 1) >= 2:
-        return ["taskset", "-c", "0"], ["taskset", "-c", "1"]
-    return [], []
 
 
 class StoreStats:
@@ -131,7 +135,7 @@ def run(rounds: int = 5, seconds: int = 4) -> list[Row]:
 
     wrk_bin = ensure_wrk()
     ensure_openloop()
-    pin_server, pin_wrk = _pin()
+    pin_server, pin_wrk = cpu_pinning()
     wrk = [*pin_wrk, wrk_bin]
     tmp = Path(tempfile.mkdtemp(prefix="tg-bench-load-"))
     store = EmbeddedValkey(tmp / "store")
@@ -142,9 +146,7 @@ def run(rounds: int = 5, seconds: int = 4) -> list[Row]:
         env.pop(name, None)
     servers: list[subprocess.Popen[bytes]] = []
     stats = StoreStats(redis_url)
-    if pin_wrk:  # the store beside the load generator, as on a host of its own (see above)
-        pid = str(stats.client.info("server")["process_id"])
-        subprocess.run(["taskset", "-a", "-p", "-c", "1", pid], check=True, capture_output=True)
+    pin_store_beside_load(redis_url)  # as on a host of its own (see above)
     try:
         print("  loading wmata-2026.zip...", file=sys.stderr)
         _cli(env, "feeds", "add", "wmata", "--static", str(FEED))
