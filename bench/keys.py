@@ -9,9 +9,10 @@ the median requests per second, keyed over unkeyed. Target: at least 0.80.
 
 Two load shapes: one key on every request (concurrent requests of one key share one verdict),
 and 200 keys in rotation (a wrk Lua script; the keys waiting together share one script call but
-each is checked on its own; the unkeyed server gets the same headers). Servers are pinned to CPU 0, wrk and the embedded
-Valkey to CPU 1 (``bench.common.cpu_pinning``, ``pin_store_beside_load``), as in the load
-bench: the store's own CPU per script call is not taken from the gateway's core.
+each is checked on its own; the unkeyed server gets the same headers). Servers are pinned to
+CPU 0, wrk and the embedded Valkey to CPU 1 (``bench.common.cpu_pinning``,
+``pin_store_beside_load``), as in the load bench: the store's own CPU per script call is not
+taken from the gateway's core.
 
 wrk comes from Debian's package (installed here with apt-get when missing).
 """
