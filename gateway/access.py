@@ -149,6 +149,8 @@ class Guard:
         self._month = month_window(clock.now())
         self._expiry: dict[str, float] = {}
         self._hashes: dict[str, tuple[str, str]] = {}  # key string -> (SHA-256, key id)
+        # a key's verification is noted again after this much (at most half the grace period)
+        self._remember_every = min(REMEMBER_EVERY_S, settings.auth_grace_seconds / 2)
 
     def _expires_at(self, iso: str) -> float:
         at = self._expiry.get(iso)
@@ -246,7 +248,7 @@ class Guard:
     def _remember(self, key_id: str, key_hash: str, kind: str, tier: str, expires: str) -> None:
         at = time.monotonic()
         seen = self.recent.get(key_id)
-        if (seen is not None and at - seen.at < REMEMBER_EVERY_S and seen.hash == key_hash
+        if (seen is not None and at - seen.at < self._remember_every and seen.hash == key_hash
                 and seen.kind == kind and seen.tier == tier and seen.expires == expires):
             return  # noted less than a second ago: the grace period is seconds long
         self.recent.pop(key_id, None)  # re-insert: dict order is recency

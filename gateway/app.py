@@ -36,6 +36,7 @@ from gateway.store import Store
 
 log = logging.getLogger("gateway.access")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+ENDPOINTS = web.AppKey("endpoints", set[Handler])  # every route's handler, as wrapped
 
 
 def endpoint(handler: Handler, guard: Guard | None, keyed: bool,
@@ -117,7 +118,19 @@ def add_routes(app: web.Application, routes: list[web.RouteDef], guard: Guard | 
         wrapped = endpoint(route.handler, guard, keyed,
                            RouteMetrics("unmatched" if catch_all else route.path)
                            if measure else None)
+        app[ENDPOINTS].add(wrapped)
         app.router.add_routes([web.RouteDef(route.method, route.path, wrapped, route.kwargs)])
+
+
+async def _refuse_unwrapped_routes(app: web.Application) -> None:
+    """on_startup: a route added with ``app.router.add_*`` instead of ``add_routes`` would
+    serve without authentication, JSON errors or metrics; refuse to start instead."""
+    for route in app.router.routes():
+        if route.handler not in app[ENDPOINTS]:
+            raise RuntimeError(
+                f"route {route.method} {route.resource.canonical if route.resource else '?'} "
+                "was not added with gateway.app.add_routes: it would serve without "
+                "authentication")
 
 
 def build_app(settings: Settings, store: Store, clock: Clock,
@@ -133,6 +146,8 @@ def build_app(settings: Settings, store: Store, clock: Clock,
     app[SEARCH_CACHE] = {}
     app[BOARD_CACHE] = {}
     app[POLLERS] = PollerManager(store, catalog, settings, clock)
+    app[ENDPOINTS] = set()
+    app.on_startup.insert(0, _refuse_unwrapped_routes)  # before anything is started
     routes = [
         # The hot routes first: aiohttp tries the routes under /v1/feeds in registration order.
         web.get("/v1/feeds/{feed}/stops/{stop}/departures", api.departures),

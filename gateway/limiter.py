@@ -359,6 +359,7 @@ class _Batcher:
         self._address = (None if pool is None else address_of(
             pool.connection_kwargs, issubclass(pool.connection_class, SSLConnection)))
         self._conn: RespConnection | None = None
+        self._closed = False
         self._pending: list[Pending] = []
         self._inflight = 0
         self._scheduled = False
@@ -378,7 +379,9 @@ class _Batcher:
             self._inflight += 1
             wires = self._wires(batch)
             conn = self._conn
-            if conn is not None and not conn.closed:
+            if self._closed:
+                self._finish(wires, StoreUnavailable("the limiter is closed"), time.perf_counter())
+            elif conn is not None and not conn.closed:
                 self._send_raw(conn, wires)
             else:  # connect first, or go through redis-py (cluster, TLS)
                 self._spawn(self._send(wires))
@@ -424,14 +427,20 @@ class _Batcher:
                 conn = self._conn
                 if conn is None or conn.closed:
                     conn = await RespConnection.open(self._address, self.timeout)
+                    if self._closed:
+                        conn.close()
+                        raise StoreUnavailable("the limiter is closed")
                     if self._conn is not None and not self._conn.closed:
                         conn.close()  # another batch connected meanwhile: one is enough
                         conn = self._conn
                     self._conn = conn
                 self._send_raw(conn, wires)
                 return
-        except Exception as exc:  # noqa: BLE001 - every waiting request must get an answer
-            replies = exc
+        except BaseException as exc:  # every waiting request must get an answer, even when
+            self._finish(wires, exc, started)  # this task is cancelled (the loop shuts down)
+            if not isinstance(exc, Exception):
+                raise
+            return
         self._finish(wires, replies, started)
 
     async def _load_scripts(self, wires: list[_Wire], replies: list[Any],
@@ -440,8 +449,10 @@ class _Batcher:
         script); nothing of theirs ran, so sending them again counts nothing twice."""
         try:
             await self._eval_missing(wires, replies)
-        except Exception as exc:  # noqa: BLE001 - every waiting request must get an answer
+        except BaseException as exc:  # as in _send: answer everyone, then let cancelling on
             self._finish(wires, exc, started)
+            if not isinstance(exc, Exception):
+                raise
         else:
             self._finish(wires, replies, started)
 
@@ -495,6 +506,13 @@ class _Batcher:
                 replies[i] = reply
 
     async def close(self) -> None:
+        """Close the connection and stop the batches still connecting; nothing is sent after
+        this (later checks fail with 503)."""
+        self._closed = True
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._conn is not None:
             self._conn.close()
             self._conn = None

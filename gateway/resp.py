@@ -123,7 +123,10 @@ class RespConnection(asyncio.Protocol):
             return
         timer = self._loop.call_later(self.timeout, self._expire)
         self._waiting.append(_Waiting(expected, done, timer))
-        self._transport.write(data)
+        try:
+            self._transport.write(data)
+        except Exception as exc:  # noqa: BLE001 - told to ``done`` (once) through _abort
+            self._abort(StoreConnectionError(f"cannot write to the store: {exc}"))
 
     async def request(self, data: bytes, expected: int) -> list[Any]:
         future: asyncio.Future[list[Any]] = self._loop.create_future()

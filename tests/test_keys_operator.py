@@ -183,3 +183,19 @@ def test_bench_mode_needs_the_exact_variable() -> None:
     assert not Settings.from_env({"GATEWAY_BENCH_NO_AUTH": "true"}).bench_no_auth
     assert Settings.from_env({"GATEWAY_BENCH_NO_AUTH": "1"}).bench_no_auth
     assert not Settings.from_env({}).bench_no_auth
+
+
+async def test_a_route_added_around_the_endpoint_wrapper_stops_the_start(store: Store) -> None:
+    """A route added with app.router.add_* would serve without authentication: the app
+    refuses to start rather than fail open."""
+    from aiohttp import web
+
+    async def raw(request: web.Request) -> web.Response:
+        return web.Response(text="secret")
+
+    app = build_app(Settings(), store, FixedClock(parse_instant(NOW)), follow_store=False)
+    app.router.add_get("/v1/raw", raw)
+    runner = web.AppRunner(app)
+    with pytest.raises(RuntimeError, match=r"/v1/raw .* without authentication"):
+        await runner.setup()
+    await runner.cleanup()

@@ -191,3 +191,14 @@ async def test_a_reply_the_limiter_cannot_read_fails_its_requests(limiter: KeyLi
     with pytest.raises(StoreUnavailable, match="unreadable"):
         await waiting
     assert batcher._inflight == 0
+
+
+async def test_a_closed_limiter_answers_at_once_and_connects_no_more(store: Store) -> None:
+    limiter = KeyLimiter(store.sibling(0.25), 1.0, 0.25)
+    key, _ = await create_key(store, FixedClock(NOW), kind="developer", email="z@example.org")
+    table = wire_table(DEFAULT_TIERS)
+    assert (await check_all(limiter, key, 1, table))[0].result == "ok"
+    await limiter.close()
+    with pytest.raises(StoreUnavailable):
+        await asyncio.wait_for(check_all(limiter, key, 2, table), 1.0)
+    assert limiter._batcher._conn is None and limiter._batcher._inflight == 0
