@@ -27,6 +27,7 @@ from gateway import keys, metrics
 from gateway.clock import Clock
 from gateway.errors import Forbidden, RateLimited, StoreUnavailable, Unauthorized
 from gateway.limiter import GroupVerdict, KeyLimiter
+from gateway.memo import memo
 from gateway.ratelimit import (
     EXPIRED,
     RATE_LIMITED,
@@ -89,13 +90,12 @@ _POLICIES: dict[tuple[int, int, str], str] = {}
 
 def _policy(limits: Limits, month: MonthWindow) -> str:
     """``RateLimit-Policy`` of a tier in a month (the same for every request: cached)."""
-    key = (limits.per_minute, limits.per_month, month.name)
-    policy = _POLICIES.get(key)
-    if policy is None:
-        if len(_POLICIES) > 1000:
-            _POLICIES.clear()
-        policy = _POLICIES[key] = policy_header(limits, month)
-    return policy
+    return memo(_POLICIES, (limits.per_minute, limits.per_month, month.name), policy_header,
+                limits, month)
+
+
+def _timestamp(iso: str) -> float:
+    return dt.datetime.fromisoformat(iso).timestamp()
 
 
 CALLER = web.RequestKey("caller", Caller)
@@ -153,12 +153,7 @@ class Guard:
         self._remember_every = min(REMEMBER_EVERY_S, settings.auth_grace_seconds / 2)
 
     def _expires_at(self, iso: str) -> float:
-        at = self._expiry.get(iso)
-        if at is None:
-            if len(self._expiry) > 10_000:
-                self._expiry.clear()
-            at = self._expiry[iso] = dt.datetime.fromisoformat(iso).timestamp()
-        return at
+        return memo(self._expiry, iso, _timestamp, iso, bound=10_000)
 
     async def admit(self, request: web.Request) -> Caller:
         """Authenticate and count the request; raises 401/429/503 (with headers set)."""

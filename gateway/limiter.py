@@ -34,6 +34,7 @@ from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from gateway import metrics
 from gateway.errors import StoreUnavailable
+from gateway.memo import memo
 from gateway.ratelimit import MINUTE_US, OK, Limits, MonthWindow
 from gateway.resp import RespConnection, address_of
 from gateway.store import Store, key_gcra_key, key_month_key, key_record_key, signup_ip_key
@@ -140,12 +141,7 @@ _TEXTS: dict[bytes, str] = {}
 
 def _text(value: bytes) -> str:
     """A reply's short string (result, kind, tier, expiry): a handful of values repeat."""
-    text = _TEXTS.get(value)
-    if text is None:
-        if len(_TEXTS) > 1000:
-            _TEXTS.clear()
-        text = _TEXTS[value] = value.decode()
-    return text
+    return memo(_TEXTS, value, value.decode)
 
 
 NO_LIMITS = Limits(0, 0)
@@ -153,12 +149,7 @@ _LIMITS: dict[tuple[int, int], Limits] = {}
 
 
 def _limits(per_minute: int, per_month: int) -> Limits:
-    limits = _LIMITS.get((per_minute, per_month))
-    if limits is None:
-        if len(_LIMITS) > 1000:
-            _LIMITS.clear()
-        limits = _LIMITS[per_minute, per_month] = Limits(per_minute, per_month)
-    return limits
+    return memo(_LIMITS, (per_minute, per_month), Limits, per_minute, per_month)
 
 
 @dataclass(slots=True)
@@ -539,12 +530,7 @@ _BULKS: dict[Arg, bytes] = {}
 
 def _bulk_cached(value: Arg) -> bytes:
     """``_bulk`` of a value that repeats (the tier table, small counts, a TTL per second)."""
-    data = _BULKS.get(value)
-    if data is None:
-        if len(_BULKS) > 1000:
-            _BULKS.clear()
-        data = _BULKS[value] = _bulk(value)
-    return data
+    return memo(_BULKS, value, _bulk, value)
 
 
 _SHAS: dict[str, str] = {}

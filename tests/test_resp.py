@@ -28,10 +28,10 @@ def address(store: Store) -> Address:
 
 @pytest.fixture
 async def own_valkey(tmp_path: Path) -> AsyncIterator[tuple[EmbeddedValkey, str]]:
-    """A Valkey of this test's own: it is paused, reconfigured or stopped."""
+    """A Valkey of this test's own (it is paused, reconfigured or stopped), and its socket."""
     server = EmbeddedValkey(tmp_path / "valkey")
-    url = server.ensure_running()
-    yield server, url
+    server.ensure_running()
+    yield server, str(server.socket_path)
     server.stop()
 
 
@@ -59,11 +59,10 @@ async def test_an_error_reply_is_a_value_and_the_next_replies_follow(store: Stor
 
 
 async def test_auth_and_select(own_valkey: tuple[EmbeddedValkey, str]) -> None:
-    _, url = own_valkey
-    admin = aioredis.Redis.from_url(url)
+    _, path = own_valkey
+    admin = aioredis.Redis.from_url(f"unix://{path}")
     await admin.config_set("requirepass", "s3cret")
     await admin.aclose()
-    path = url.removeprefix("unix://").split("?")[0]
     conn = await RespConnection.open(Address(path=path, password="s3cret", db=3), 1.0)
     assert await conn.request(pack("SET", "k", "in db 3"), 1) == [b"OK"]
     conn.close()
@@ -80,8 +79,7 @@ async def test_auth_and_select(own_valkey: tuple[EmbeddedValkey, str]) -> None:
 
 async def test_a_store_that_does_not_answer_in_time(own_valkey: tuple[EmbeddedValkey, str]
                                                     ) -> None:
-    _, url = own_valkey
-    path = url.removeprefix("unix://").split("?")[0]
+    _, path = own_valkey
     conn = await RespConnection.open(Address(path=path), 0.2)
     admin = await RespConnection.open(Address(path=path), 5.0)
     assert await admin.request(pack("CLIENT", "PAUSE", 600, "ALL"), 1) == [b"OK"]
@@ -98,8 +96,7 @@ async def test_a_store_that_does_not_answer_in_time(own_valkey: tuple[EmbeddedVa
 
 async def test_a_lost_connection_fails_what_waits(own_valkey: tuple[EmbeddedValkey, str]
                                                   ) -> None:
-    server, url = own_valkey
-    path = url.removeprefix("unix://").split("?")[0]
+    server, path = own_valkey
     conn = await RespConnection.open(Address(path=path), 5.0)
     waiting = asyncio.ensure_future(conn.request(pack("BLPOP", "nothing", "0"), 1))
     await asyncio.sleep(0.05)
