@@ -175,6 +175,9 @@ class Guard:
         month = self._month
         if not month.start <= now < month.end:
             month = self._month = month_window(now)
+        taken = self.limiter.take(key_hash, self.tiers.wire, month.name)
+        if taken is not None:  # counted ahead in this process's reserve of the key
+            return self._verdict(request, key_id, key_hash, taken[0], taken[1], now, month)
         if self.limiter.available():
             tiers = self.tiers
             if tiers.stale():

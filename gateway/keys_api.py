@@ -129,7 +129,7 @@ def install(app: web.Application, settings: Settings, store: Store,
     if settings.bench_no_auth:
         _refuse_bench_mode_off_loopback(settings)
     limiter = KeyLimiter(store.sibling(settings.limiter_timeout_s), settings.breaker_seconds,
-                         settings.limiter_timeout_s)
+                         settings.limiter_timeout_s, settings.reserve_seconds)
     tiers = TierCache(limiter.store, settings.tier_cache_seconds)  # fails fast too
     if not settings.bench_no_auth:
         app[GUARD] = Guard(settings, clock, limiter, tiers)

@@ -17,6 +17,19 @@ in one pipeline). So a request costs at most one store command, usually a fracti
 connection pool is the store's fast sibling (short timeouts, no retries) behind a circuit
 breaker, so while the store is down requests do not each wait for a timeout; a probe every
 ``open_seconds`` closes the breaker again.
+
+Reserves: a key that this process sees often (``reserve_size``: at least a few requests per
+reserve lifetime) asks the script for ``extra`` requests beyond the waiting ones. Far from its
+limits (``reserve_fits``: at most half of what is left of the minute's burst and of the month)
+the script counts them right away, as if they had arrived just after the waiting ones, and
+notes them in the key's ``held`` counter. The process then admits the key's next requests from
+that reserve without a store call, each with its own numbers (its place in the verdict), for
+at most ``RESERVE_SECONDS``; what is left then goes back (``RETURN_SCRIPT``: the GCRA state and
+the month counter as if never counted). Limits stay exact across processes: a check that would
+refuse while reserves are held anywhere answers ``wait`` instead, and the refused requests are
+asked again until the reserves are used or back (``held`` expires after ``HOLD_MS`` should a
+process die with one). Revocation, expiry and a tier change reach a hot key within a reserve's
+lifetime.
 """
 
 from __future__ import annotations
@@ -26,7 +39,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from redis.asyncio.connection import SSLConnection
@@ -35,26 +48,55 @@ from redis.exceptions import NoScriptError, RedisError, ResponseError
 from gateway import metrics
 from gateway.errors import StoreUnavailable
 from gateway.memo import memo
-from gateway.ratelimit import MINUTE_US, OK, Limits, MonthWindow
+from gateway.ratelimit import (
+    MINUTE_US,
+    OK,
+    QUOTA_EXCEEDED,
+    RATE_LIMITED,
+    WAIT,
+    Limits,
+    MonthWindow,
+    reserve_size,
+)
 from gateway.resp import RespConnection, address_of
-from gateway.store import Store, key_gcra_key, key_month_key, key_record_key, signup_ip_key
+from gateway.store import (
+    Store,
+    key_gcra_key,
+    key_held_key,
+    key_month_key,
+    key_record_key,
+    signup_ip_key,
+)
 
 log = logging.getLogger(__name__)
 
 MONTH_TTL_GRACE_S = 86_400  # a month counter outlives its month by a day (clock skew)
 _MINUTE = str(MINUTE_US).encode()
+RESERVE_SECONDS = 0.25  # a reserve's lifetime: revocation reaches a hot key within this
+HOLD_MS = 2_000  # a key's "held" counter outlives every reserve in it (a process may die)
+RATE_WINDOW_S = 0.1  # a key's request rate in this process is measured over this
+WAIT_STEP_S = 0.02  # a "wait" verdict is asked again after this
+WAIT_LIMIT_S = HOLD_MS / 1000 + 1.0  # then a refusal is final (the "held" counter is gone)
+_HOLD = str(HOLD_MS).encode()
 
 CHECK_SCRIPT = """
--- KEYS: per key checked: its record, its GCRA state, its month counter (one hash tag each)
--- ARGV: tier table ";name:per_minute:per_month;...", GCRA period (us), process now (s), then
---       per key: its hash, month counter TTL (s), strict tier lookup (1|0), n requests
+-- KEYS: per key checked: its record, its GCRA state, its month counter, its reserves held (one
+--       hash tag each)
+-- ARGV: tier table ";name:per_minute:per_month;...", GCRA period (us), process now (s), reserve
+--       hold (ms), then per key: its hash, month counter TTL (s), strict tier lookup (1|0),
+--       n requests, extra (a reserve wanted), settle (a used-up reserve's size)
 -- One reply per key, in KEYS order; a key's n requests are decided as if one after another
--- (gateway.ratelimit.decide_batch). Keys are checked one after another, so a key named twice
--- sees its first check's counts.
+-- (gateway.ratelimit.decide_batch, extra included). Keys are checked one after another, so a
+-- key named twice sees its first check's counts.
 local tiers, period, process_now = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local hold_ms = tonumber(ARGV[4])
 local store_now
 local tier_limits = {}  -- tier name -> {known 1|0, per minute, per month}, once per call
 local function check(k, a)
+  local settle = tonumber(ARGV[a + 6])
+  if settle > 0 and redis.call('DECRBY', KEYS[k + 4], settle) <= 0 then
+    redis.call('DEL', KEYS[k + 4])
+  end
   local rec = redis.call('HMGET', KEYS[k + 1], 'hash', 'kind', 'tier', 'revoked', 'expires',
                          'expires_at')
   if rec[1] ~= ARGV[a + 1] then return {'unknown'} end
@@ -75,26 +117,40 @@ local function check(k, a)
   end
   local known, per_minute, per_month = limits[1], limits[2], limits[3]
   if known == 0 and ARGV[a + 3] == '1' then return {'unknown_tier', kind, tier, expires} end
-  local n = tonumber(ARGV[a + 4])
+  local n, extra = tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5])
   local counters = redis.call('MGET', KEYS[k + 3], KEYS[k + 2])  -- month used, GCRA tat
   local used = tonumber(counters[1] or '0')
-  local admitted, refusal = n, 'ok'
+  local admitted, refusal, reserved = n, 'ok', 0
   if per_month > 0 and per_month - used < admitted then
     admitted, refusal = math.max(0, per_month - used), 'quota_exceeded'
   end
-  local remaining, reset, retry, t = -1, 0, 0, 0
+  local remaining, reset, retry, t, now, tat, span = -1, 0, 0, 0, 0, 0, 0
+  local slots_left = extra * 2  -- without a per-minute limit the minute never stops a reserve
   if per_minute > 0 then
     if not store_now then
       local clock = redis.call('TIME')
       store_now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
     end
-    local now = store_now
+    now = store_now
     t = math.max(1, math.floor(period / per_minute))
-    local span = t * per_minute
-    local tat = tonumber(counters[2] or '0')
+    span = t * per_minute
+    tat = tonumber(counters[2] or '0')
     if tat < now then tat = now end
     local slots = math.max(0, math.floor((span - (tat - now)) / t))
     if slots < admitted then admitted, refusal = slots, 'rate_limited' end
+    slots_left = slots - admitted
+  end
+  -- a reserve only far from the limits (gateway.ratelimit.reserve_fits)
+  if refusal == 'ok' and extra > 0 and slots_left >= 2 * extra
+     and (per_month == 0 or per_month - used - admitted >= 2 * extra) then
+    admitted, reserved = admitted + extra, extra
+    redis.call('INCRBY', KEYS[k + 4], extra)
+    redis.call('PEXPIRE', KEYS[k + 4], hold_ms)
+  end
+  if refusal ~= 'ok' and redis.call('EXISTS', KEYS[k + 4]) == 1 then
+    refusal = 'wait'  -- reserves held elsewhere may come back: asked again shortly
+  end
+  if per_minute > 0 then
     if admitted > 0 then
       tat = tat + admitted * t
       -- a number argument is written with all its digits (unlike tostring's %.14g), and
@@ -103,20 +159,41 @@ local function check(k, a)
     end
     remaining = math.floor((span - (tat - now)) / t)
     reset = tat - now
-    if refusal == 'rate_limited' then retry = tat + t - now - span end
+    if refusal == 'rate_limited' or refusal == 'wait' then retry = tat + t - now - span end
   end
   if admitted > 0 then
     used = redis.call('INCRBY', KEYS[k + 3], admitted)
     if used == admitted then redis.call('EXPIRE', KEYS[k + 3], ARGV[a + 2]) end
   end
   return {refusal, kind, tier, expires, known, per_minute, per_month, admitted, remaining,
-          reset, retry, used, t}
+          reset, retry, used, t, reserved}
 end
 local out = {}
-for i = 0, #KEYS / 3 - 1 do
-  out[i + 1] = check(i * 3, 3 + i * 4)
+for i = 0, #KEYS / 4 - 1 do
+  out[i + 1] = check(i * 4, 4 + i * 6)
 end
 return out
+"""
+
+RETURN_SCRIPT = """
+-- Reserves that ended: what was not used is handed back, as if it had never been counted.
+-- KEYS per reserve: GCRA state, month counter, reserves held (one hash tag)
+-- ARGV per reserve: unused, size, GCRA emission interval (us, 0: no per-minute limit)
+for i = 0, #KEYS / 3 - 1 do
+  local unused, size, t = tonumber(ARGV[i * 3 + 1]), tonumber(ARGV[i * 3 + 2]),
+                          tonumber(ARGV[i * 3 + 3])
+  if unused > 0 then
+    local tat = t > 0 and tonumber(redis.call('GET', KEYS[i * 3 + 1]) or '')
+    if tat then redis.call('SET', KEYS[i * 3 + 1], tat - unused * t, 'KEEPTTL') end
+    if redis.call('EXISTS', KEYS[i * 3 + 2]) == 1 then
+      redis.call('DECRBY', KEYS[i * 3 + 2], unused)
+    end
+  end
+  if size > 0 and redis.call('DECRBY', KEYS[i * 3 + 3], size) <= 0 then
+    redis.call('DEL', KEYS[i * 3 + 3])
+  end
+end
+return #KEYS / 3
 """
 
 GCRA_SCRIPT = """
@@ -186,20 +263,22 @@ class GroupVerdict:
     retry_us: int = 0
     used: int = 0  # after the admitted ones
     interval_us: int = 0
+    reserved: int = 0  # of ``admitted``, counted ahead for this process's later requests
     remembered: bool = False  # gateway.access noted the key as verified (store-down grace)
 
     @classmethod
     def from_reply(cls, reply: Sequence[Any]) -> GroupVerdict:
-        if len(reply) < 13:
+        if len(reply) < 14:
             kind, tier, expires = [*(v.decode() for v in reply[1:4]), "", "", ""][:3]
             return cls(reply[0].decode(), kind, tier, expires)
         (refusal, kind, tier, expires, known, per_minute, per_month, admitted, remaining,
-         reset, retry, used, t) = reply
+         reset, retry, used, t, reserved) = reply
         texts = _TEXTS  # inlined lookups: this runs once per key of every batch
         return cls(texts.get(refusal) or _text(refusal), texts.get(kind) or _text(kind),
                    texts.get(tier) or _text(tier), texts.get(expires) or _text(expires),
                    known == 1, _LIMITS.get((per_minute, per_month))
-                   or _limits(per_minute, per_month), admitted, remaining, reset, retry, used, t)
+                   or _limits(per_minute, per_month), admitted, remaining, reset, retry, used, t,
+                   reserved)
 
     def check(self, i: int) -> Check:
         """The ``i``-th request's (0-based, in arrival order) outcome."""
@@ -292,13 +371,15 @@ class _Wire:
     @classmethod
     def of_checks(cls, checks: list[_CheckGroup]) -> _Wire:
         """Packed from parts cached per key and per tier table (this runs for every batch)."""
-        parts = [b"*%d\r\n" % (6 + 7 * len(checks)), _EVALSHA_CHECK, _bulk(3 * len(checks))]
+        parts = [b"*%d\r\n" % (7 + 10 * len(checks)), _EVALSHA_CHECK, _bulk(4 * len(checks))]
         parts += [c.key.key_part for c in checks]
-        parts += [_bulk_cached(checks[0].table), _MINUTE_BULK, _bulk(repr(checks[-1].now))]
+        parts += [_bulk_cached(checks[0].table), _MINUTE_BULK, _bulk(repr(checks[-1].now)),
+                  _HOLD_BULK]
         for c in checks:
             c.close()  # packed: later requests of its key start a new group
             parts += [c.key.hash_part, _bulk_cached(c.ttl), c.key.strict_part,
-                      _bulk_cached(len(c.waiters))]
+                      _bulk_cached(len(c.waiters)), _bulk_cached(c.extra),
+                      _bulk_cached(c.settle)]
         return cls(None, checks, b"".join(parts))
 
     @property
@@ -310,10 +391,11 @@ class _Wire:
         if self.single is not None:
             return list(self.single.keys), list(self.single.args)
         keys: list[Arg] = []
-        args: list[Arg] = [self.checks[0].table, _MINUTE, repr(self.checks[-1].now)]
+        args: list[Arg] = [self.checks[0].table, _MINUTE, repr(self.checks[-1].now), _HOLD]
         for c in self.checks:
             keys += c.key.keys
-            args += [c.key.key_hash, c.ttl, b"1" if c.key.strict else b"0", len(c.waiters)]
+            args += [c.key.key_hash, c.ttl, b"1" if c.key.strict else b"0", len(c.waiters),
+                     c.extra, c.settle]
         return keys, args
 
     def deliver(self, reply: Any) -> None:
@@ -322,7 +404,7 @@ class _Wire:
             return
         decided: dict[tuple[str, str], int] = {}  # counted once per batch, not per key
         for check, answer in zip(self.checks, reply, strict=True):
-            check.settle(answer, decided)
+            check.settle_reply(answer, decided)
         for (tier, result), n in decided.items():
             metrics.decision(tier, result, "store", n)
 
@@ -545,49 +627,70 @@ def _sha(script: str) -> str:
 
 _EVALSHA_CHECK = _bulk("EVALSHA") + _bulk(_sha(CHECK_SCRIPT))
 _MINUTE_BULK = _bulk(_MINUTE)
+_HOLD_BULK = _bulk(_HOLD)
 GroupKey = tuple[str, str, str, bool]  # key id, key hash, month name, strict
 
 
 class _KeyWire:
     """What a check of one key puts on the wire that is the same every time in one month:
-    its three key names and its hash, RESP-encoded once."""
+    its four key names and its hash, RESP-encoded once; and the key's recent request rate in
+    this process, which sizes its reserves."""
 
-    __slots__ = ("hash_part", "key_hash", "key_part", "keys", "strict", "strict_part")
+    __slots__ = ("count", "hash_part", "key_hash", "key_part", "keys", "rate", "settle",
+                 "since", "strict", "strict_part")
 
-    def __init__(self, key_id: str, key_hash: str, month: str, strict: bool) -> None:
-        self.keys = (key_record_key(key_id), key_gcra_key(key_id), key_month_key(key_id, month))
+    def __init__(self, key_id: str, key_hash: str, month: str, strict: bool,
+                 since: float = 0.0) -> None:
+        self.keys = (key_record_key(key_id), key_gcra_key(key_id), key_month_key(key_id, month),
+                     key_held_key(key_id))
         self.key_hash, self.strict = key_hash, strict
         self.key_part = b"".join([_bulk(k) for k in self.keys])
         self.hash_part = _bulk(key_hash)
         self.strict_part = _bulk(b"1" if strict else b"0")
+        self.count, self.since, self.rate = 0, since, 0.0  # requests since ``since``
+        self.settle = 0  # a used-up reserve's size, taken off "held" by the next check
+
+    def extra(self, now: float, lifetime: float) -> int:
+        """The reserve to ask for with this check (0: none)."""
+        elapsed = now - self.since
+        if elapsed >= RATE_WINDOW_S:
+            self.rate, self.count, self.since = self.count / elapsed, 0, now
+        return reserve_size(self.rate, lifetime) if self.strict else 0
 
 
 class _CheckGroup(Pending):
     """Requests of one key waiting for the same script call (coalesced)."""
 
-    __slots__ = ("group", "key", "limiter", "now", "table", "ttl", "waiters")
+    __slots__ = ("extra", "group", "key", "limiter", "now", "settle", "table", "ttl", "waiters")
 
     def __init__(self, limiter: KeyLimiter, group: GroupKey, key: _KeyWire, table: str,
-                 now: float, ttl: int) -> None:
+                 now: float, ttl: int, extra: int = 0) -> None:
         self.limiter, self.group, self.key, self.table = limiter, group, key, table
-        self.now, self.ttl = now, ttl
+        self.now, self.ttl, self.extra, self.settle = now, ttl, extra, 0
         self.waiters: list[asyncio.Future[GroupVerdict]] = []  # one each: cancelled alone
 
     def close(self) -> None:
+        """Packed: later requests of its key start a new group; the key's used-up reserve (if
+        any) is settled by this call."""
         if self.limiter._open.get(self.group) is self:
             del self.limiter._open[self.group]
+        self.settle, self.key.settle = self.key.settle, 0
 
-    def settle(self, reply: Any, decided: dict[tuple[str, str], int]) -> None:
-        """Hand the verdict to the waiting requests and add their decisions to ``decided``
-        (counted in the metrics once per batch by ``_Wire.deliver``)."""
+    def settle_reply(self, reply: Any, decided: dict[tuple[str, str], int]) -> None:
+        """Hand the verdict to the waiting requests, keep its reserve (if any) and add their
+        decisions to ``decided`` (counted in the metrics once per batch by ``_Wire.deliver``)."""
         verdict = GroupVerdict.from_reply(reply)
-        if verdict.refusal in ("ok", "rate_limited", "quota_exceeded"):
-            if verdict.admitted:
+        waiting = len(self.waiters)
+        if verdict.refusal in (OK, RATE_LIMITED, QUOTA_EXCEEDED, WAIT):
+            passed = min(verdict.admitted, waiting)
+            if passed:
                 key = (verdict.tier, OK)
-                decided[key] = decided.get(key, 0) + verdict.admitted
-            if len(self.waiters) > verdict.admitted:
+                decided[key] = decided.get(key, 0) + passed
+            if waiting > passed and verdict.refusal != WAIT:  # a wait is asked again
                 key = (verdict.tier, verdict.refusal)
-                decided[key] = decided.get(key, 0) + len(self.waiters) - verdict.admitted
+                decided[key] = decided.get(key, 0) + waiting - passed
+        if verdict.reserved:
+            self.limiter._keep_reserve(self, verdict)
         for future in self.waiters:
             if not future.done():
                 future.set_result(verdict)
@@ -599,15 +702,40 @@ class _CheckGroup(Pending):
                 future.set_exception(error)
 
 
+class _Reserve:
+    """Requests of one key counted ahead by the store for this process: places ``next`` to
+    ``verdict.admitted - 1`` of the verdict are still to be handed out."""
+
+    __slots__ = ("end", "first", "key", "month", "next", "table", "timer", "verdict")
+
+    def __init__(self, key: _KeyWire, table: str, month: str, verdict: GroupVerdict,
+                 first: int, end: float) -> None:
+        self.key, self.table, self.month, self.verdict = key, table, month, verdict
+        self.first = self.next = first
+        self.end = end
+        self.timer: asyncio.TimerHandle | None = None
+
+
 class KeyLimiter:
-    def __init__(self, store: Store, breaker_seconds: float, timeout: float) -> None:
+    def __init__(self, store: Store, breaker_seconds: float, timeout: float,
+                 reserve_seconds: float = RESERVE_SECONDS) -> None:
         self.store = store
         self.breaker = CircuitBreaker(breaker_seconds)
+        self.reserve_seconds = reserve_seconds  # 0: no reserves
         self._batcher = _Batcher(store, self.breaker, timeout)
         self._open: dict[GroupKey, _CheckGroup] = {}
         self._wires: dict[GroupKey, _KeyWire] = {}
+        self._reserves: dict[str, _Reserve] = {}  # by key hash (strict checks only)
+        self._returns: list[tuple[_KeyWire, int, int, int]] = []  # key, unused, size, interval
+        self._returning: set[asyncio.Future[Any]] = set()
 
-    async def close(self) -> None:
+    async def close(self, grace: float = 1.0) -> None:
+        """Hand back what is left of every reserve (waiting up to ``grace``), then close."""
+        for key_hash, reserve in list(self._reserves.items()):
+            self._end(key_hash, reserve, checked_next=False)
+        self._send_returns()
+        if self._returning:
+            await asyncio.wait(list(self._returning), timeout=grace)
         await self._batcher.close()
         await self.store.close()
 
@@ -615,22 +743,118 @@ class KeyLimiter:
         breaker = self.breaker
         return breaker.open_until is None or breaker.allow(time.monotonic())
 
+    def take(self, key_hash: str, tier_table: str, month: str) -> tuple[GroupVerdict, int] | None:
+        """The next place of the key's reserve (admitted without a store call), or None: no
+        reserve, or it is used up, too old, or for another tier table or month (it ends)."""
+        reserve = self._reserves.get(key_hash)
+        if reserve is None:
+            return None
+        place = reserve.next
+        if (place < reserve.verdict.admitted and time.monotonic() < reserve.end
+                and reserve.table == tier_table and reserve.month == month):
+            reserve.next = place + 1
+            reserve.key.count += 1
+            return reserve.verdict, place
+        self._end(key_hash, reserve, checked_next=place >= reserve.verdict.admitted)
+        return None
+
+    def _keep_reserve(self, group: _CheckGroup, verdict: GroupVerdict) -> None:
+        key_hash = group.key.key_hash
+        old = self._reserves.get(key_hash)
+        if old is not None:
+            self._end(key_hash, old, checked_next=False)
+        reserve = _Reserve(group.key, group.table, group.group[2], verdict, len(group.waiters),
+                           time.monotonic() + self.reserve_seconds)
+        reserve.timer = asyncio.get_running_loop().call_later(
+            self.reserve_seconds, self._expire, key_hash, reserve)
+        self._reserves[key_hash] = reserve
+
+    def _expire(self, key_hash: str, reserve: _Reserve) -> None:
+        if self._reserves.get(key_hash) is reserve:
+            self._end(key_hash, reserve, checked_next=False)
+
+    def _end(self, key_hash: str, reserve: _Reserve, checked_next: bool) -> None:
+        """``checked_next``: the key is checked right away (the caller found the reserve used
+        up), so its size is taken off "held" by that check instead of a call of its own."""
+        if self._reserves.get(key_hash) is reserve:
+            del self._reserves[key_hash]
+        if reserve.timer is not None:
+            reserve.timer.cancel()
+        verdict = reserve.verdict
+        if reserve.next > reserve.first:
+            metrics.decision(verdict.tier, OK, "store", reserve.next - reserve.first)
+        unused = verdict.admitted - reserve.next
+        if unused == 0 and checked_next:
+            reserve.key.settle += verdict.reserved
+            return
+        self._returns.append((reserve.key, unused, verdict.reserved, verdict.interval_us))
+        if len(self._returns) == 1:
+            asyncio.get_running_loop().call_soon(self._send_returns)
+
+    def _send_returns(self) -> None:
+        """The ended reserves in one ``RETURN_SCRIPT`` call (one per reserve on a cluster,
+        where a script's keys must share a slot)."""
+        returns, self._returns = self._returns, []
+        if not returns:
+            return
+        for part in ([[r] for r in returns] if self.store.cluster else [returns]):
+            keys: list[str] = []
+            args: list[Arg] = []
+            for key, unused, size, interval in part:
+                keys += key.keys[1:]
+                args += [unused, size, interval]
+            call = _Call(RETURN_SCRIPT, keys, args)
+            self._returning.add(call.future)
+            call.future.add_done_callback(self._returned)
+            self._batcher.submit(call)
+
+    def _returned(self, future: asyncio.Future[Any]) -> None:
+        self._returning.discard(future)
+        if not future.cancelled() and future.exception() is not None:
+            log.warning("reserves not handed back (their unused requests stay counted until "
+                        "the counters expire): %s", future.exception())
+
     async def check_many(self, key_id: str, key_hash: str, tier_table: str, now: float,
                          month: MonthWindow, strict: bool = True) -> tuple[GroupVerdict, int]:
-        """Authenticate and count one request (call ``available()`` first): the verdict of
-        the script call it was coalesced into, and its place there."""
+        """Authenticate and count one request (call ``available()`` and ``take()`` first): the
+        verdict of the script call it was coalesced into, and its place there. A ``wait``
+        (reserves held elsewhere while the key is at a limit) is asked again until final."""
+        verdict, place = await self._check_once(key_id, key_hash, tier_table, now, month, strict)
+        if place < verdict.admitted or verdict.refusal != WAIT:
+            return verdict, place
+        give_up = time.monotonic() + WAIT_LIMIT_S
+        while True:
+            await asyncio.sleep(WAIT_STEP_S)
+            taken = self.take(key_hash, tier_table, month.name) if strict else None
+            if taken is not None:
+                return taken
+            verdict, place = await self._check_once(key_id, key_hash, tier_table, now, month,
+                                                    strict)
+            if place < verdict.admitted or verdict.refusal != WAIT:
+                return verdict, place
+            if time.monotonic() >= give_up:  # cannot happen while "held" expires: be final
+                return replace(verdict, refusal=RATE_LIMITED,
+                               retry_us=max(verdict.retry_us, 1_000_000)), place
+
+    async def _check_once(self, key_id: str, key_hash: str, tier_table: str, now: float,
+                          month: MonthWindow, strict: bool) -> tuple[GroupVerdict, int]:
         group_key = (key_id, key_hash, month.name, strict)
         group = self._open.get(group_key)
         if group is None or group.table != tier_table:
             wire = self._wires.get(group_key)
+            mono = time.monotonic()
             if wire is None:
                 if len(self._wires) >= 10_000:
                     self._wires.clear()
-                wire = self._wires[group_key] = _KeyWire(key_id, key_hash, month.name, strict)
+                wire = self._wires[group_key] = _KeyWire(key_id, key_hash, month.name, strict,
+                                                         mono)
             group = _CheckGroup(self, group_key, wire, tier_table, now,
-                                month.seconds_left(now) + MONTH_TTL_GRACE_S)
+                                month.seconds_left(now) + MONTH_TTL_GRACE_S,
+                                wire.extra(mono, self.reserve_seconds)
+                                if self.reserve_seconds else 0)
             self._open[group_key] = group
             self._batcher.submit(group)
+        group.key.count += 1
         future: asyncio.Future[GroupVerdict] = asyncio.get_running_loop().create_future()
         place = len(group.waiters)
         group.waiters.append(future)
@@ -642,8 +866,9 @@ class KeyLimiter:
 
     async def check(self, key_id: str, key_hash: str, tier_table: str, now: float,
                     month: MonthWindow, strict: bool = True) -> Check:
-        verdict, place = await self.check_many(key_id, key_hash, tier_table, now, month,
-                                               strict)
+        taken = self.take(key_hash, tier_table, month.name) if strict else None
+        verdict, place = taken or await self.check_many(key_id, key_hash, tier_table, now,
+                                                        month, strict)
         return verdict.check(place)
 
     async def admit_signup(self, ip: str, limit: int, period_s: float) -> float:

@@ -34,6 +34,9 @@ QUOTA_EXCEEDED = "quota_exceeded"
 UNKNOWN = "unknown"
 REVOKED = "revoked"
 EXPIRED = "expired"
+# Not a final result: the key is at a limit while a process holds a reserve of its requests,
+# which may still come back; the limiter asks again shortly (never shown to a client).
+WAIT = "wait"
 
 
 @dataclass(frozen=True)
@@ -124,15 +127,27 @@ class BatchDecision:
     minute_reset_us: int
     retry_after_us: int  # for RATE_LIMITED refusals
     interval_us: int  # the GCRA's emission interval (0 without a per-minute limit)
+    reserved: int = 0  # of ``admitted``, counted ahead for requests still to come (a reserve)
+
+
+def reserve_fits(extra: int, minute_slots_left: int | None, month_left: int | None) -> bool:
+    """Whether ``extra`` requests may be counted ahead (a process's reserve): only far from the
+    limits, where at most half of what is left of the minute's burst and of the month's quota
+    goes into it (None: no such limit)."""
+    return extra > 0 and all(left is None or left >= 2 * extra
+                             for left in (minute_slots_left, month_left))
 
 
 def decide_batch(tat_us: int, month_used: int, now_us: int, limits: Limits,
-                 n: int) -> BatchDecision:
+                 n: int, extra: int = 0) -> BatchDecision:
+    """``n`` requests decided at once; when all pass and ``reserve_fits``, ``extra`` more are
+    admitted as a reserve (counted as if they came right after the ``n``)."""
     admitted, refusal = n, ""
     quota_left = limits.per_month - month_used if limits.per_month else n
     if quota_left < admitted:
         admitted, refusal = max(0, quota_left), QUOTA_EXCEEDED
-    remaining, reset, retry, t = -1, 0, 0, 0
+    remaining, reset, retry, t, reserved = -1, 0, 0, 0, 0
+    slots = None
     if limits.per_minute:
         t = emission_interval_us(limits.per_minute)
         span = t * limits.per_minute
@@ -140,13 +155,26 @@ def decide_batch(tat_us: int, month_used: int, now_us: int, limits: Limits,
         slots = max(0, (span - (tat_us - now_us)) // t)
         if slots < admitted:
             admitted, refusal = slots, RATE_LIMITED
+    if not refusal and reserve_fits(
+            extra, None if slots is None else slots - admitted,
+            limits.per_month - month_used - admitted if limits.per_month else None):
+        admitted, reserved = admitted + extra, extra
+    if limits.per_minute:
         tat_us += admitted * t
         remaining = (span - (tat_us - now_us)) // t
         reset = tat_us - now_us
         if refusal == RATE_LIMITED:
             retry = tat_us + t - now_us - span
     return BatchDecision(admitted, refusal, tat_us, month_used + admitted, remaining, reset,
-                         retry, t)
+                         retry, t, reserved)
+
+
+def reserve_size(rate_per_s: float, lifetime_s: float, cap: int = 1024, least: int = 8) -> int:
+    """How many requests of a key to count ahead: what it is expected to send in a reserve's
+    lifetime at its recent rate in this process, at most ``cap``; none below ``least`` (a key
+    sending a few requests a second keeps being checked one call at a time)."""
+    size = min(cap, int(rate_per_s * lifetime_s))
+    return size if size >= least else 0
 
 
 # --- calendar months (UTC, from the process clock) ----------------------------------------

@@ -37,6 +37,10 @@ class Settings:
     breaker_seconds: float = 1.0
     """GATEWAY_BREAKER_SECONDS: after a store failure, requests skip the store this long, then
     one request probes it."""
+    reserve_seconds: float = 0.25
+    """GATEWAY_RESERVE_SECONDS: a key this process sees often (dozens of requests a second) is
+    counted ahead in blocks that last this long, far from its limits only (``gateway.limiter``);
+    revocation reaches such a key within it. 0 checks every request with the store."""
     tier_cache_seconds: float = 5.0
     """GATEWAY_TIER_CACHE_SECONDS: how long a process uses its copy of the tier table."""
     signup_per_ip: int = 50
@@ -86,6 +90,7 @@ class Settings:
             ratelimit_fail_open=env.get("GATEWAY_RATELIMIT_FAIL_OPEN", "1") in _TRUE,
             limiter_timeout_s=float(env.get("GATEWAY_LIMITER_TIMEOUT_SECONDS", "0.25")),
             breaker_seconds=float(env.get("GATEWAY_BREAKER_SECONDS", "1")),
+            reserve_seconds=float(env.get("GATEWAY_RESERVE_SECONDS", "0.25")),
             tier_cache_seconds=float(env.get("GATEWAY_TIER_CACHE_SECONDS", "5")),
             signup_per_ip=int(env.get("GATEWAY_SIGNUP_PER_IP", "50")),
             signup_window_s=float(env.get("GATEWAY_SIGNUP_WINDOW_SECONDS", "3600")),

@@ -68,6 +68,11 @@ def key_month_key(key_id: str, month: str) -> str:
     return f"tg:{{key:{key_id}}}:month:{month}"
 
 
+def key_held_key(key_id: str) -> str:
+    """Requests of the key counted ahead as reserves of processes (``gateway.limiter``)."""
+    return f"tg:{{key:{key_id}}}:held"
+
+
 def signup_ip_key(ip: str) -> str:
     return f"tg:signup:{ip}"
 

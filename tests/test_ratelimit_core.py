@@ -22,6 +22,8 @@ from gateway.ratelimit import (
     month_window,
     policy_header,
     ratelimit_header,
+    reserve_fits,
+    reserve_size,
     seconds_up,
 )
 from gateway.tiers import DEFAULT_TIERS, wire_table
@@ -194,3 +196,52 @@ def test_a_coalesced_batch_decides_like_one_request_after_another(
             assert check.retry_after_us == one.retry_after_us, i
     # the same GCRA state (a TAT in the past and "now" mean the same: nothing owed)
     assert (max(batch.tat_us, T0), batch.month_used) == (max(state_tat, T0), state_used)
+
+
+@given(per_minute=st.integers(0, 50), per_month=st.integers(0, 400),
+       used=st.integers(0, 100), spent=st.integers(0, 60), n=st.integers(1, 30),
+       extra=st.integers(0, 40), taken=st.integers(0, 40))
+def test_a_reserve_is_counted_like_later_requests_and_comes_back_whole(
+        per_minute: int, per_month: int, used: int, spent: int, n: int, extra: int,
+        taken: int) -> None:
+    """A reserve only far from the limits (at most half of what is left of either); its
+    places decide like requests right after the ``n``; handing back what was not used
+    (the Lua RETURN_SCRIPT: tat - unused * T, month - unused) leaves the state of
+    ``n + used`` requests counted one after another."""
+    limits = Limits(per_minute, per_month)
+    tat = gcra(0, T0 - 10 * MINUTE_US, per_minute or 1).tat_us
+    for _ in range(spent):
+        tat = decide(tat, 0, T0, limits).tat_us
+    plain = decide_batch(tat, used, T0, limits, n)
+    batch = decide_batch(tat, used, T0, limits, n, extra)
+    slots = (plain.minute_remaining if per_minute else None)
+    month_left = per_month - plain.month_used if per_month else None
+    assert batch.reserved == (extra if not plain.refusal
+                              and reserve_fits(extra, slots, month_left) else 0)
+    verdict = GroupVerdict(batch.refusal or OK, "developer", "t", "", True, limits,
+                           batch.admitted, batch.minute_remaining, batch.minute_reset_us,
+                           batch.retry_after_us, batch.month_used, batch.interval_us)
+    state_tat, state_used = tat, used
+    for i in range(batch.admitted):
+        one = decide(state_tat, state_used, T0, limits)
+        state_tat, state_used = one.tat_us, one.month_used
+        check = verdict.check(i)
+        assert (check.result, check.month_used, check.minute_remaining) == (
+            one.result, one.month_used, one.minute_remaining), i
+    if batch.reserved:
+        use = min(taken, batch.reserved)
+        unused = batch.reserved - use
+        back_tat = batch.tat_us - unused * batch.interval_us
+        alone = decide_batch(tat, used, T0, limits, n + use)
+        assert (max(back_tat, T0), batch.month_used - unused) == (
+            max(alone.tat_us, T0), alone.month_used)
+
+
+def test_a_reserve_is_sized_by_the_rate_and_kept_for_busy_keys_only() -> None:
+    assert reserve_size(1000.0, 0.25) == 250
+    assert reserve_size(100_000.0, 0.25) == 1024  # capped
+    assert reserve_size(20.0, 0.25) == 0  # 5 requests: checked one call at a time
+    assert reserve_size(40.0, 0.25) == 10
+    assert reserve_fits(10, 20, None) and reserve_fits(10, None, 20)
+    assert not reserve_fits(10, 19, 1000) and not reserve_fits(10, 1000, 19)
+    assert not reserve_fits(0, 1000, 1000)

@@ -1,0 +1,175 @@
+"""Reserves on real stores: a key a process sees often is counted ahead in blocks, served from
+the block without store calls, and what is left goes back; limits stay exact across processes
+(a check that would refuse while a reserve is held elsewhere waits for it)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+
+from gateway.clock import FixedClock, parse_instant
+from gateway.key_service import create_key
+from gateway.keys import key_hash, key_id_of
+from gateway.limiter import KeyLimiter
+from gateway.ratelimit import OK, QUOTA_EXCEEDED, month_window
+from gateway.store import Store, key_held_key, key_month_key
+from gateway.tiers import DEFAULT_TIERS, Limits, set_tier, wire_table
+from tests.test_ratelimit_store import _evalsha_calls
+
+NOW = parse_instant("2023-11-07T17:05:00-08:00")
+MONTH = month_window(NOW)
+
+
+def limiter_of(store: Store, reserve_seconds: float) -> KeyLimiter:
+    return KeyLimiter(store.sibling(0.25), 1.0, 0.25, reserve_seconds=reserve_seconds)
+
+
+@pytest.fixture
+async def tier(store: Store) -> str:
+    await set_tier(store, "hundred", per_minute=100, per_month=1_000_000)
+    await set_tier(store, "big", per_minute=6_000_000, per_month=1_000_000_000)
+    await set_tier(store, "quota", per_minute=0, per_month=100)
+    return wire_table({**DEFAULT_TIERS, "hundred": Limits(100, 1_000_000),
+                       "big": Limits(6_000_000, 1_000_000_000), "quota": Limits(0, 100)})
+
+
+async def burst(limiter: KeyLimiter, key: str, n: int, table: str) -> list[tuple[str, int, int]]:
+    """``n`` concurrent checks: (result, month used, minute remaining) each, in arrival order."""
+    checks = await asyncio.gather(*(limiter.check(key_id_of(key), key_hash(key), table, NOW,
+                                                  MONTH) for _ in range(n)))
+    return [(c.result, c.month_used, c.minute_remaining) for c in checks]
+
+
+async def make_hot(limiter: KeyLimiter, key: str, table: str, n: int = 5) -> int:
+    """Two bursts 0.12 s apart: the second one's check carries the key's rate, so it asks for a
+    reserve. Returns the requests admitted."""
+    first = await burst(limiter, key, n, table)
+    await asyncio.sleep(0.12)
+    second = await burst(limiter, key, n, table)
+    return sum(r == OK for r, _, _ in first + second)
+
+
+async def used(store: Store, key: str) -> int:
+    return int(await store.client.get(key_month_key(key_id_of(key), MONTH.name)) or 0)
+
+
+async def test_a_hot_key_is_served_from_its_reserve_without_store_calls(
+        store: Store, tier: str) -> None:
+    limiter = limiter_of(store, reserve_seconds=5.0)
+    key, _ = await create_key(store, FixedClock(NOW), kind="developer", email="h@example.org",
+                              tier="big")
+    try:
+        assert await make_hot(limiter, key, tier) == 10
+        assert limiter._reserves, "the second burst's check asked for a reserve"
+        calls, served = await _evalsha_calls(store, lambda: burst(limiter, key, 100, tier))
+        assert calls == 0  # a reserve of ~200 (5 requests in ~0.12 s, for 5 s)
+        # every request its own numbers, as if checked one after another
+        assert [r for r, _, _ in served] == [OK] * 100
+        assert [u for _, u, _ in served] == list(range(11, 111))
+        remaining = [m for _, _, m in served]
+        assert remaining == list(range(remaining[0], remaining[0] - 100, -1))
+    finally:
+        await limiter.close()
+    # closing handed back what was left: the month counter holds the requests served
+    assert await used(store, key) == 110
+    assert not await store.client.exists(key_held_key(key_id_of(key)))
+
+
+async def test_what_a_reserve_leaves_goes_back_when_it_ends(store: Store, tier: str) -> None:
+    limiter = limiter_of(store, reserve_seconds=0.2)
+    key, _ = await create_key(store, FixedClock(NOW), kind="developer", email="e@example.org",
+                              tier="hundred")
+    try:
+        await make_hot(limiter, key, tier)
+        assert limiter._reserves
+        assert await used(store, key) > 10  # counted ahead
+        await burst(limiter, key, 3, tier)  # from the reserve
+        await asyncio.sleep(0.5)
+        assert not limiter._reserves
+        assert await used(store, key) == 13
+        assert not await store.client.exists(key_held_key(key_id_of(key)))
+        # the GCRA state went back too: the next check sees 13 of the minute's burst used
+        again = await burst(limiter, key, 1, tier)
+        assert again[0][:2] == (OK, 14)
+        assert 100 - 14 <= again[0][2] <= 100 - 14 + 2  # + what ~1 s refilled (1 per 0.6 s)
+    finally:
+        await limiter.close()
+
+
+async def test_limits_stay_exact_while_another_process_holds_a_reserve(
+        store: Store, tier: str) -> None:
+    """Two limiters (as two processes) on a key with a quota of 100 (a per-minute limit would
+    refill while the test runs): A holds a reserve it hardly uses; B's burst takes the rest.
+    B's requests beyond it wait for A's reserve to come back instead of being refused, so
+    exactly 100 pass in all and every refusal is final."""
+    a, b = limiter_of(store, reserve_seconds=0.5), limiter_of(store, reserve_seconds=0.5)
+    key, _ = await create_key(store, FixedClock(NOW), kind="developer", email="x@example.org",
+                              tier="quota")
+    try:
+        passed = await make_hot(a, key, tier)
+        assert passed == 10 and a._reserves, "A holds a reserve"
+        held = int(await store.client.get(key_held_key(key_id_of(key))))
+        assert held > 0
+        passed += sum(r == OK for r, _, _ in await burst(a, key, 3, tier))  # from it
+        started = time.monotonic()
+        results = await burst(b, key, 150, tier)
+        waited = time.monotonic() - started
+        assert {r for r, _, _ in results} == {OK, QUOTA_EXCEEDED}
+        passed += sum(r == OK for r, _, _ in results)
+        assert passed == 100
+        assert 150 - sum(r == OK for r, _, _ in results) == 150 - (100 - 13)
+        assert waited >= 0.2, "B's last requests waited for A's reserve to come back"
+        assert await used(store, key) == 100
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_revocation_reaches_a_key_with_a_reserve_within_its_lifetime(
+        store: Store, tier: str) -> None:
+    limiter = limiter_of(store, reserve_seconds=0.3)
+    key, rec = await create_key(store, FixedClock(NOW), kind="developer", email="r@example.org",
+                                tier="big")
+    try:
+        await make_hot(limiter, key, tier)
+        assert limiter._reserves
+        await store.update_key(rec.key_id, {"revoked": "2023-11-08T01:05:00+00:00"})
+        revoked_at = time.monotonic()
+        while (await burst(limiter, key, 1, tier))[0][0] != "revoked":
+            assert time.monotonic() - revoked_at < 0.6
+            await asyncio.sleep(0.01)
+    finally:
+        await limiter.close()
+
+
+async def test_a_key_seen_rarely_gets_no_reserve(store: Store, tier: str) -> None:
+    limiter = limiter_of(store, reserve_seconds=0.25)
+    key, _ = await create_key(store, FixedClock(NOW), kind="developer", email="s@example.org",
+                              tier="big")
+    try:
+        for _ in range(4):
+            await burst(limiter, key, 1, tier)
+            await asyncio.sleep(0.05)
+        assert not limiter._reserves
+        assert await used(store, key) == 4
+    finally:
+        await limiter.close()
+
+
+@pytest.fixture
+async def no_reserve_limiter(store: Store) -> AsyncIterator[KeyLimiter]:
+    limiter = limiter_of(store, reserve_seconds=0)
+    yield limiter
+    await limiter.close()
+
+
+async def test_reserves_can_be_turned_off(store: Store, tier: str,
+                                          no_reserve_limiter: KeyLimiter) -> None:
+    key, _ = await create_key(store, FixedClock(NOW), kind="developer", email="o@example.org",
+                              tier="big")
+    await make_hot(no_reserve_limiter, key, tier, n=20)
+    assert not no_reserve_limiter._reserves
+    assert await used(store, key) == 40
