@@ -21,7 +21,9 @@ wakes it up and preempts the gateway for the length of the script.
 Load: ``wrk -t1 -c32 --latency``; departures of WMATA's Metro Center (``STN_A01_C01``, a station
 with its platforms) at 2026-05-05 08:00 (``GATEWAY_CLOCK``), ``limit=50``, on a tier whose
 limits are never reached (every request is authenticated, checked and counted). One key on every
-request, or 100 keys in rotation (a wrk Lua script).
+request, or 100 keys in rotation (a wrk Lua script). Both are keys the gateway sees often, so
+most requests are admitted from reserves counted ahead in the store (``gateway.limiter``); the
+store commands per request show how rarely it is asked.
 
 Store commands per request: Valkey counts the commands a Lua script runs (``redis.call``) in
 ``INFO commandstats``, in ``total_commands_processed`` and in a client's ``tot-cmds`` alike, so

@@ -20,16 +20,16 @@ breaker, so while the store is down requests do not each wait for a timeout; a p
 
 Reserves: a key that this process sees often (``reserve_size``: at least a few requests per
 reserve lifetime) asks the script for ``extra`` requests beyond the waiting ones. Far from its
-limits (``reserve_fits``: at most half of what is left of the minute's burst and of the month)
-the script counts them right away, as if they had arrived just after the waiting ones, and
-notes them in the key's ``held`` counter. The process then admits the key's next requests from
-that reserve without a store call, each with its own numbers (its place in the verdict), for
-at most ``RESERVE_SECONDS``; what is left then goes back (``RETURN_SCRIPT``: the GCRA state and
-the month counter as if never counted). Limits stay exact across processes: a check that would
-refuse while reserves are held anywhere answers ``wait`` instead, and the refused requests are
-asked again until the reserves are used or back (``held`` expires after ``HOLD_MS`` should a
-process die with one). Revocation, expiry and a tier change reach a hot key within a reserve's
-lifetime.
+limits (``reserve_fits``: at most half of what is left of the minute's burst and of the month,
+and at most 0.1 % of the month's quota) the script counts them right away, as if they had
+arrived just after the waiting ones, and notes the reserve in the key's ``held`` sorted set
+(until ``HOLD_US`` from now, should the process die with it). The process then admits the
+key's next requests from it without a store call, each with its own numbers (its place in
+the verdict), for at most ``RESERVE_SECONDS``; then ``RETURN_SCRIPT`` hands back what it did
+not use (``gateway.ratelimit.hand_back``) and takes it out of ``held``. Limits stay exact
+across processes: a refusal while reserves are held answers ``waiting``, and the limiter asks
+again every ``WAIT_STEP_S`` until it is final. Revocation, expiry and a tier change reach a
+hot key within a reserve's lifetime.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -53,7 +54,6 @@ from gateway.ratelimit import (
     OK,
     QUOTA_EXCEEDED,
     RATE_LIMITED,
-    WAIT,
     Limits,
     MonthWindow,
     reserve_size,
@@ -73,30 +73,33 @@ log = logging.getLogger(__name__)
 MONTH_TTL_GRACE_S = 86_400  # a month counter outlives its month by a day (clock skew)
 _MINUTE = str(MINUTE_US).encode()
 RESERVE_SECONDS = 0.25  # a reserve's lifetime: revocation reaches a hot key within this
-HOLD_MS = 2_000  # a key's "held" counter outlives every reserve in it (a process may die)
+HOLD_US = 2_000_000  # a reserve counts as held this long at most (its process may die)
 RATE_WINDOW_S = 0.1  # a key's request rate in this process is measured over this
 WAIT_STEP_S = 0.02  # a "wait" verdict is asked again after this
-WAIT_LIMIT_S = HOLD_MS / 1000 + 1.0  # then a refusal is final (the "held" counter is gone)
-_HOLD = str(HOLD_MS).encode()
+WAIT_LIMIT_S = HOLD_US / 1e6 + 1.0  # then a refusal is final (every reserve then is gone)
+_HOLD = str(HOLD_US).encode()
 
 CHECK_SCRIPT = """
--- KEYS: per key checked: its record, its GCRA state, its month counter, its reserves held (one
---       hash tag each)
--- ARGV: tier table ";name:per_minute:per_month;...", GCRA period (us), process now (s), reserve
---       hold (ms), then per key: its hash, month counter TTL (s), strict tier lookup (1|0),
---       n requests, extra (a reserve wanted), settle (a used-up reserve's size)
+-- KEYS: per key checked: its record, its GCRA state, its month counter, its reserves held (a
+--       sorted set: reserve id -> store time it stops counting; one hash tag each)
+-- ARGV: tier table ";name:per_minute:per_month;...", GCRA period (us), process now (s), hold
+--       (us: how long a reserve counts as held), then per key: its hash, month counter TTL
+--       (s), strict tier lookup (1|0), n requests, extra (a reserve wanted), reserve id
 -- One reply per key, in KEYS order; a key's n requests are decided as if one after another
 -- (gateway.ratelimit.decide_batch, extra included). Keys are checked one after another, so a
 -- key named twice sees its first check's counts.
 local tiers, period, process_now = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local hold_ms = tonumber(ARGV[4])
+local hold = tonumber(ARGV[4])
 local store_now
+local function clock()
+  if not store_now then
+    local time = redis.call('TIME')
+    store_now = tonumber(time[1]) * 1000000 + tonumber(time[2])
+  end
+  return store_now
+end
 local tier_limits = {}  -- tier name -> {known 1|0, per minute, per month}, once per call
 local function check(k, a)
-  local settle = tonumber(ARGV[a + 6])
-  if settle > 0 and redis.call('DECRBY', KEYS[k + 4], settle) <= 0 then
-    redis.call('DEL', KEYS[k + 4])
-  end
   local rec = redis.call('HMGET', KEYS[k + 1], 'hash', 'kind', 'tier', 'revoked', 'expires',
                          'expires_at')
   if rec[1] ~= ARGV[a + 1] then return {'unknown'} end
@@ -120,18 +123,14 @@ local function check(k, a)
   local n, extra = tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5])
   local counters = redis.call('MGET', KEYS[k + 3], KEYS[k + 2])  -- month used, GCRA tat
   local used = tonumber(counters[1] or '0')
-  local admitted, refusal, reserved = n, 'ok', 0
+  local admitted, refusal, reserved, waiting = n, 'ok', 0, 0
   if per_month > 0 and per_month - used < admitted then
     admitted, refusal = math.max(0, per_month - used), 'quota_exceeded'
   end
   local remaining, reset, retry, t, now, tat, span = -1, 0, 0, 0, 0, 0, 0
   local slots_left = extra * 2  -- without a per-minute limit the minute never stops a reserve
   if per_minute > 0 then
-    if not store_now then
-      local clock = redis.call('TIME')
-      store_now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
-    end
-    now = store_now
+    now = clock()
     t = math.max(1, math.floor(period / per_minute))
     span = t * per_minute
     tat = tonumber(counters[2] or '0')
@@ -140,15 +139,19 @@ local function check(k, a)
     if slots < admitted then admitted, refusal = slots, 'rate_limited' end
     slots_left = slots - admitted
   end
-  -- a reserve only far from the limits (gateway.ratelimit.reserve_fits)
+  -- a reserve only far from the limits, and at most 0.1 % of the month's quota (what a
+  -- process that dies with one loses): gateway.ratelimit.reserve_cap, reserve_fits
+  if per_month > 0 then extra = math.min(extra, math.floor(per_month / 1000)) end
   if refusal == 'ok' and extra > 0 and slots_left >= 2 * extra
      and (per_month == 0 or per_month - used - admitted >= 2 * extra) then
     admitted, reserved = admitted + extra, extra
-    redis.call('INCRBY', KEYS[k + 4], extra)
-    redis.call('PEXPIRE', KEYS[k + 4], hold_ms)
+    redis.call('ZADD', KEYS[k + 4], clock() + hold, ARGV[a + 6])
+    redis.call('PEXPIRE', KEYS[k + 4], math.ceil(hold / 1000))
   end
   if refusal ~= 'ok' and redis.call('EXISTS', KEYS[k + 4]) == 1 then
-    refusal = 'wait'  -- reserves held elsewhere may come back: asked again shortly
+    redis.call('ZREMRANGEBYSCORE', KEYS[k + 4], '-inf', clock())
+    -- reserves held by processes may still come back: the limiter asks again shortly
+    if redis.call('ZCARD', KEYS[k + 4]) > 0 then waiting = 1 end
   end
   if per_minute > 0 then
     if admitted > 0 then
@@ -159,14 +162,14 @@ local function check(k, a)
     end
     remaining = math.floor((span - (tat - now)) / t)
     reset = tat - now
-    if refusal == 'rate_limited' or refusal == 'wait' then retry = tat + t - now - span end
+    if refusal == 'rate_limited' then retry = tat + t - now - span end
   end
   if admitted > 0 then
     used = redis.call('INCRBY', KEYS[k + 3], admitted)
     if used == admitted then redis.call('EXPIRE', KEYS[k + 3], ARGV[a + 2]) end
   end
   return {refusal, kind, tier, expires, known, per_minute, per_month, admitted, remaining,
-          reset, retry, used, t, reserved}
+          reset, retry, used, t, reserved, tat, waiting}
 end
 local out = {}
 for i = 0, #KEYS / 4 - 1 do
@@ -176,22 +179,31 @@ return out
 """
 
 RETURN_SCRIPT = """
--- Reserves that ended: what was not used is handed back, as if it had never been counted.
+-- Reserves that ended: what was not used goes back (gateway.ratelimit.hand_back), and
+-- they stop counting as held.
 -- KEYS per reserve: GCRA state, month counter, reserves held (one hash tag)
--- ARGV per reserve: unused, size, GCRA emission interval (us, 0: no per-minute limit)
+-- ARGV per reserve: unused, GCRA emission interval (us, 0: no per-minute limit), the GCRA
+--       state the grant left (us), reserve id
+local now
 for i = 0, #KEYS / 3 - 1 do
-  local unused, size, t = tonumber(ARGV[i * 3 + 1]), tonumber(ARGV[i * 3 + 2]),
-                          tonumber(ARGV[i * 3 + 3])
+  local unused, t = tonumber(ARGV[i * 4 + 1]), tonumber(ARGV[i * 4 + 2])
+  local granted_tat = tonumber(ARGV[i * 4 + 3])
   if unused > 0 then
-    local tat = t > 0 and tonumber(redis.call('GET', KEYS[i * 3 + 1]) or '')
-    if tat then redis.call('SET', KEYS[i * 3 + 1], tat - unused * t, 'KEEPTTL') end
+    if t > 0 then
+      if not now then
+        local time = redis.call('TIME')
+        now = tonumber(time[1]) * 1000000 + tonumber(time[2])
+      end
+      -- only what still lies ahead: slots the clock has passed were refilled anyway
+      local back = math.min(unused * t, math.max(0, granted_tat - now))
+      local tat = back > 0 and tonumber(redis.call('GET', KEYS[i * 3 + 1]) or '')
+      if tat then redis.call('SET', KEYS[i * 3 + 1], tat - back, 'KEEPTTL') end
+    end
     if redis.call('EXISTS', KEYS[i * 3 + 2]) == 1 then
       redis.call('DECRBY', KEYS[i * 3 + 2], unused)
     end
   end
-  if size > 0 and redis.call('DECRBY', KEYS[i * 3 + 3], size) <= 0 then
-    redis.call('DEL', KEYS[i * 3 + 3])
-  end
+  redis.call('ZREM', KEYS[i * 3 + 3], ARGV[i * 4 + 4])
 end
 return #KEYS / 3
 """
@@ -264,21 +276,23 @@ class GroupVerdict:
     used: int = 0  # after the admitted ones
     interval_us: int = 0
     reserved: int = 0  # of ``admitted``, counted ahead for this process's later requests
+    granted_tat: int = 0  # the GCRA state the call left (store time, us): for a hand-back
+    waiting: bool = False  # refused for now: reserves held elsewhere may come back
     remembered: bool = False  # gateway.access noted the key as verified (store-down grace)
 
     @classmethod
     def from_reply(cls, reply: Sequence[Any]) -> GroupVerdict:
-        if len(reply) < 14:
+        if len(reply) < 16:
             kind, tier, expires = [*(v.decode() for v in reply[1:4]), "", "", ""][:3]
             return cls(reply[0].decode(), kind, tier, expires)
         (refusal, kind, tier, expires, known, per_minute, per_month, admitted, remaining,
-         reset, retry, used, t, reserved) = reply
+         reset, retry, used, t, reserved, granted_tat, waiting) = reply
         texts = _TEXTS  # inlined lookups: this runs once per key of every batch
         return cls(texts.get(refusal) or _text(refusal), texts.get(kind) or _text(kind),
                    texts.get(tier) or _text(tier), texts.get(expires) or _text(expires),
                    known == 1, _LIMITS.get((per_minute, per_month))
                    or _limits(per_minute, per_month), admitted, remaining, reset, retry, used, t,
-                   reserved)
+                   reserved, granted_tat, waiting == 1)
 
     def check(self, i: int) -> Check:
         """The ``i``-th request's (0-based, in arrival order) outcome."""
@@ -378,8 +392,7 @@ class _Wire:
         for c in checks:
             c.close()  # packed: later requests of its key start a new group
             parts += [c.key.hash_part, _bulk_cached(c.ttl), c.key.strict_part,
-                      _bulk_cached(len(c.waiters)), _bulk_cached(c.extra),
-                      _bulk_cached(c.settle)]
+                      _bulk_cached(len(c.waiters)), _bulk_cached(c.extra), _bulk(c.reserve_id)]
         return cls(None, checks, b"".join(parts))
 
     @property
@@ -395,7 +408,7 @@ class _Wire:
         for c in self.checks:
             keys += c.key.keys
             args += [c.key.key_hash, c.ttl, b"1" if c.key.strict else b"0", len(c.waiters),
-                     c.extra, c.settle]
+                     c.extra, c.reserve_id]
         return keys, args
 
     def deliver(self, reply: Any) -> None:
@@ -636,8 +649,8 @@ class _KeyWire:
     its four key names and its hash, RESP-encoded once; and the key's recent request rate in
     this process, which sizes its reserves."""
 
-    __slots__ = ("count", "hash_part", "key_hash", "key_part", "keys", "rate", "settle",
-                 "since", "strict", "strict_part")
+    __slots__ = ("count", "hash_part", "key_hash", "key_part", "keys", "rate", "since",
+                 "strict", "strict_part")
 
     def __init__(self, key_id: str, key_hash: str, month: str, strict: bool,
                  since: float = 0.0) -> None:
@@ -648,7 +661,6 @@ class _KeyWire:
         self.hash_part = _bulk(key_hash)
         self.strict_part = _bulk(b"1" if strict else b"0")
         self.count, self.since, self.rate = 0, since, 0.0  # requests since ``since``
-        self.settle = 0  # a used-up reserve's size, taken off "held" by the next check
 
     def extra(self, now: float, lifetime: float) -> int:
         """The reserve to ask for with this check (0: none)."""
@@ -661,32 +673,30 @@ class _KeyWire:
 class _CheckGroup(Pending):
     """Requests of one key waiting for the same script call (coalesced)."""
 
-    __slots__ = ("extra", "group", "key", "limiter", "now", "settle", "table", "ttl", "waiters")
+    __slots__ = ("extra", "group", "key", "limiter", "now", "reserve_id", "table", "ttl",
+                 "waiters")
 
     def __init__(self, limiter: KeyLimiter, group: GroupKey, key: _KeyWire, table: str,
-                 now: float, ttl: int, extra: int = 0) -> None:
+                 now: float, ttl: int, extra: int = 0, reserve_id: bytes = b"-") -> None:
         self.limiter, self.group, self.key, self.table = limiter, group, key, table
-        self.now, self.ttl, self.extra, self.settle = now, ttl, extra, 0
+        self.now, self.ttl, self.extra, self.reserve_id = now, ttl, extra, reserve_id
         self.waiters: list[asyncio.Future[GroupVerdict]] = []  # one each: cancelled alone
 
     def close(self) -> None:
-        """Packed: later requests of its key start a new group; the key's used-up reserve (if
-        any) is settled by this call."""
         if self.limiter._open.get(self.group) is self:
             del self.limiter._open[self.group]
-        self.settle, self.key.settle = self.key.settle, 0
 
     def settle_reply(self, reply: Any, decided: dict[tuple[str, str], int]) -> None:
         """Hand the verdict to the waiting requests, keep its reserve (if any) and add their
         decisions to ``decided`` (counted in the metrics once per batch by ``_Wire.deliver``)."""
         verdict = GroupVerdict.from_reply(reply)
         waiting = len(self.waiters)
-        if verdict.refusal in (OK, RATE_LIMITED, QUOTA_EXCEEDED, WAIT):
+        if verdict.refusal in (OK, RATE_LIMITED, QUOTA_EXCEEDED):
             passed = min(verdict.admitted, waiting)
             if passed:
                 key = (verdict.tier, OK)
                 decided[key] = decided.get(key, 0) + passed
-            if waiting > passed and verdict.refusal != WAIT:  # a wait is asked again
+            if waiting > passed and not verdict.waiting:  # the waiting ones ask again
                 key = (verdict.tier, verdict.refusal)
                 decided[key] = decided.get(key, 0) + waiting - passed
         if verdict.reserved:
@@ -704,15 +714,17 @@ class _CheckGroup(Pending):
 
 class _Reserve:
     """Requests of one key counted ahead by the store for this process: places ``next`` to
-    ``verdict.admitted - 1`` of the verdict are still to be handed out."""
+    ``admitted - 1`` of the verdict are still to be handed out."""
 
-    __slots__ = ("end", "first", "key", "month", "next", "table", "timer", "verdict")
+    __slots__ = ("admitted", "end", "first", "id", "key", "month", "next", "table", "timer",
+                 "verdict")
 
     def __init__(self, key: _KeyWire, table: str, month: str, verdict: GroupVerdict,
-                 first: int, end: float) -> None:
+                 first: int, end: float, reserve_id: bytes) -> None:
         self.key, self.table, self.month, self.verdict = key, table, month, verdict
+        self.admitted = verdict.admitted
         self.first = self.next = first
-        self.end = end
+        self.end, self.id = end, reserve_id
         self.timer: asyncio.TimerHandle | None = None
 
 
@@ -726,13 +738,18 @@ class KeyLimiter:
         self._open: dict[GroupKey, _CheckGroup] = {}
         self._wires: dict[GroupKey, _KeyWire] = {}
         self._reserves: dict[str, _Reserve] = {}  # by key hash (strict checks only)
-        self._returns: list[tuple[_KeyWire, int, int, int]] = []  # key, unused, size, interval
+        self._returns: list[_Reserve] = []
         self._returning: set[asyncio.Future[Any]] = set()
+        self._process = os.urandom(6).hex()  # names this process's reserves in the store
+        self._granted = 0
+        self._closing = False
 
     async def close(self, grace: float = 1.0) -> None:
-        """Hand back what is left of every reserve (waiting up to ``grace``), then close."""
+        """Hand back what is left of every reserve (waiting up to ``grace``), then close. No
+        reserve is taken or granted from here on."""
+        self._closing = True
         for key_hash, reserve in list(self._reserves.items()):
-            self._end(key_hash, reserve, checked_next=False)
+            self._end(key_hash, reserve)
         self._send_returns()
         if self._returning:
             await asyncio.wait(list(self._returning), timeout=grace)
@@ -750,44 +767,44 @@ class KeyLimiter:
         if reserve is None:
             return None
         place = reserve.next
-        if (place < reserve.verdict.admitted and time.monotonic() < reserve.end
+        if (place < reserve.admitted and time.monotonic() < reserve.end
                 and reserve.table == tier_table and reserve.month == month):
             reserve.next = place + 1
-            reserve.key.count += 1
             return reserve.verdict, place
-        self._end(key_hash, reserve, checked_next=place >= reserve.verdict.admitted)
+        self._end(key_hash, reserve)
         return None
 
     def _keep_reserve(self, group: _CheckGroup, verdict: GroupVerdict) -> None:
         key_hash = group.key.key_hash
         old = self._reserves.get(key_hash)
         if old is not None:
-            self._end(key_hash, old, checked_next=False)
+            self._end(key_hash, old)
         reserve = _Reserve(group.key, group.table, group.group[2], verdict, len(group.waiters),
-                           time.monotonic() + self.reserve_seconds)
+                           time.monotonic() + self.reserve_seconds, group.reserve_id)
+        self._reserves[key_hash] = reserve
+        if self._closing:  # granted while closing: straight back
+            self._end(key_hash, reserve)
+            self._send_returns()
+            return
         reserve.timer = asyncio.get_running_loop().call_later(
             self.reserve_seconds, self._expire, key_hash, reserve)
-        self._reserves[key_hash] = reserve
 
     def _expire(self, key_hash: str, reserve: _Reserve) -> None:
         if self._reserves.get(key_hash) is reserve:
-            self._end(key_hash, reserve, checked_next=False)
+            self._end(key_hash, reserve)
 
-    def _end(self, key_hash: str, reserve: _Reserve, checked_next: bool) -> None:
-        """``checked_next``: the key is checked right away (the caller found the reserve used
-        up), so its size is taken off "held" by that check instead of a call of its own."""
+    def _end(self, key_hash: str, reserve: _Reserve) -> None:
+        """The reserve serves no more: what it did not use goes back (``RETURN_SCRIPT``, with
+        the other reserves ending in this loop turn), and it stops counting as held."""
         if self._reserves.get(key_hash) is reserve:
             del self._reserves[key_hash]
         if reserve.timer is not None:
             reserve.timer.cancel()
-        verdict = reserve.verdict
-        if reserve.next > reserve.first:
-            metrics.decision(verdict.tier, OK, "store", reserve.next - reserve.first)
-        unused = verdict.admitted - reserve.next
-        if unused == 0 and checked_next:
-            reserve.key.settle += verdict.reserved
-            return
-        self._returns.append((reserve.key, unused, verdict.reserved, verdict.interval_us))
+        served = reserve.next - reserve.first
+        if served:
+            reserve.key.count += served
+            metrics.decision(reserve.verdict.tier, OK, "store", served)
+        self._returns.append(reserve)
         if len(self._returns) == 1:
             asyncio.get_running_loop().call_soon(self._send_returns)
 
@@ -800,9 +817,10 @@ class KeyLimiter:
         for part in ([[r] for r in returns] if self.store.cluster else [returns]):
             keys: list[str] = []
             args: list[Arg] = []
-            for key, unused, size, interval in part:
-                keys += key.keys[1:]
-                args += [unused, size, interval]
+            for r in part:
+                keys += r.key.keys[1:]
+                args += [r.admitted - r.next, r.verdict.interval_us, r.verdict.granted_tat,
+                         r.id]
             call = _Call(RETURN_SCRIPT, keys, args)
             self._returning.add(call.future)
             call.future.add_done_callback(self._returned)
@@ -817,27 +835,31 @@ class KeyLimiter:
     async def check_many(self, key_id: str, key_hash: str, tier_table: str, now: float,
                          month: MonthWindow, strict: bool = True) -> tuple[GroupVerdict, int]:
         """Authenticate and count one request (call ``available()`` and ``take()`` first): the
-        verdict of the script call it was coalesced into, and its place there. A ``wait``
-        (reserves held elsewhere while the key is at a limit) is asked again until final."""
-        verdict, place = await self._check_once(key_id, key_hash, tier_table, now, month, strict)
-        if place < verdict.admitted or verdict.refusal != WAIT:
+        verdict of the script call it was coalesced into, and its place there. A refusal while
+        reserves are held elsewhere (``waiting``) is asked again until it is final."""
+        verdict, place = await self._check_once(key_id, key_hash, tier_table, now, month,
+                                                strict)
+        if place < verdict.admitted or not verdict.waiting:
             return verdict, place
-        give_up = time.monotonic() + WAIT_LIMIT_S
+        started = time.monotonic()
         while True:
             await asyncio.sleep(WAIT_STEP_S)
             taken = self.take(key_hash, tier_table, month.name) if strict else None
             if taken is not None:
                 return taken
-            verdict, place = await self._check_once(key_id, key_hash, tier_table, now, month,
-                                                    strict)
-            if place < verdict.admitted or verdict.refusal != WAIT:
+            waited = time.monotonic() - started
+            verdict, place = await self._check_once(key_id, key_hash, tier_table, now + waited,
+                                                    month, strict, counted=True)
+            if place < verdict.admitted or not verdict.waiting:
                 return verdict, place
-            if time.monotonic() >= give_up:  # cannot happen while "held" expires: be final
-                return replace(verdict, refusal=RATE_LIMITED,
-                               retry_us=max(verdict.retry_us, 1_000_000)), place
+            if waited >= WAIT_LIMIT_S:  # every reserve held then has stopped counting
+                metrics.decision(verdict.tier, verdict.refusal, "store")
+                return replace(verdict, waiting=False), place
 
     async def _check_once(self, key_id: str, key_hash: str, tier_table: str, now: float,
-                          month: MonthWindow, strict: bool) -> tuple[GroupVerdict, int]:
+                          month: MonthWindow, strict: bool,
+                          counted: bool = False) -> tuple[GroupVerdict, int]:
+        """``counted``: asked again, the request is already in the key's rate."""
         group_key = (key_id, key_hash, month.name, strict)
         group = self._open.get(group_key)
         if group is None or group.table != tier_table:
@@ -848,13 +870,18 @@ class KeyLimiter:
                     self._wires.clear()
                 wire = self._wires[group_key] = _KeyWire(key_id, key_hash, month.name, strict,
                                                          mono)
+            extra = (wire.extra(mono, self.reserve_seconds)
+                     if self.reserve_seconds and not self._closing else 0)
+            reserve_id = b"-"
+            if extra:
+                self._granted += 1
+                reserve_id = b"%s:%d" % (self._process.encode(), self._granted)
             group = _CheckGroup(self, group_key, wire, tier_table, now,
-                                month.seconds_left(now) + MONTH_TTL_GRACE_S,
-                                wire.extra(mono, self.reserve_seconds)
-                                if self.reserve_seconds else 0)
+                                month.seconds_left(now) + MONTH_TTL_GRACE_S, extra, reserve_id)
             self._open[group_key] = group
             self._batcher.submit(group)
-        group.key.count += 1
+        if not counted:
+            group.key.count += 1
         future: asyncio.Future[GroupVerdict] = asyncio.get_running_loop().create_future()
         place = len(group.waiters)
         group.waiters.append(future)

@@ -34,9 +34,6 @@ QUOTA_EXCEEDED = "quota_exceeded"
 UNKNOWN = "unknown"
 REVOKED = "revoked"
 EXPIRED = "expired"
-# Not a final result: the key is at a limit while a process holds a reserve of its requests,
-# which may still come back; the limiter asks again shortly (never shown to a client).
-WAIT = "wait"
 
 
 @dataclass(frozen=True)
@@ -138,6 +135,20 @@ def reserve_fits(extra: int, minute_slots_left: int | None, month_left: int | No
                              for left in (minute_slots_left, month_left))
 
 
+def reserve_cap(extra: int, limits: Limits) -> int:
+    """At most 0.1 % of the month's quota in one reserve: what a process that dies holding one
+    (or whose reply is lost) takes from the quota for good."""
+    return min(extra, limits.per_month // 1000) if limits.per_month else extra
+
+
+def hand_back(tat_us: int, granted_tat_us: int, unused: int, interval_us: int,
+              now_us: int) -> int:
+    """The GCRA state once ``unused`` requests of a reserve go back. Only the part of them that
+    still lies ahead of ``now`` is taken off: slots the clock has passed were refilled anyway,
+    and taking those off too would let in more than the burst."""
+    return tat_us - min(unused * interval_us, max(0, granted_tat_us - now_us))
+
+
 def decide_batch(tat_us: int, month_used: int, now_us: int, limits: Limits,
                  n: int, extra: int = 0) -> BatchDecision:
     """``n`` requests decided at once; when all pass and ``reserve_fits``, ``extra`` more are
@@ -155,6 +166,7 @@ def decide_batch(tat_us: int, month_used: int, now_us: int, limits: Limits,
         slots = max(0, (span - (tat_us - now_us)) // t)
         if slots < admitted:
             admitted, refusal = slots, RATE_LIMITED
+    extra = reserve_cap(extra, limits)
     if not refusal and reserve_fits(
             extra, None if slots is None else slots - admitted,
             limits.per_month - month_used - admitted if limits.per_month else None):

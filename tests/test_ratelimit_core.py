@@ -19,9 +19,11 @@ from gateway.ratelimit import (
     decide,
     decide_batch,
     gcra,
+    hand_back,
     month_window,
     policy_header,
     ratelimit_header,
+    reserve_cap,
     reserve_fits,
     reserve_size,
     seconds_up,
@@ -204,10 +206,10 @@ def test_a_coalesced_batch_decides_like_one_request_after_another(
 def test_a_reserve_is_counted_like_later_requests_and_comes_back_whole(
         per_minute: int, per_month: int, used: int, spent: int, n: int, extra: int,
         taken: int) -> None:
-    """A reserve only far from the limits (at most half of what is left of either); its
-    places decide like requests right after the ``n``; handing back what was not used
-    (the Lua RETURN_SCRIPT: tat - unused * T, month - unused) leaves the state of
-    ``n + used`` requests counted one after another."""
+    """A reserve only far from the limits (at most half of what is left of either, at most
+    0.1 % of the month); its places decide like requests right after the ``n``; handing back
+    what was not used at once (the Lua RETURN_SCRIPT: ``hand_back``, month - unused) leaves
+    the state of ``n + used`` requests counted one after another."""
     limits = Limits(per_minute, per_month)
     tat = gcra(0, T0 - 10 * MINUTE_US, per_minute or 1).tat_us
     for _ in range(spent):
@@ -216,8 +218,10 @@ def test_a_reserve_is_counted_like_later_requests_and_comes_back_whole(
     batch = decide_batch(tat, used, T0, limits, n, extra)
     slots = (plain.minute_remaining if per_minute else None)
     month_left = per_month - plain.month_used if per_month else None
-    assert batch.reserved == (extra if not plain.refusal
-                              and reserve_fits(extra, slots, month_left) else 0)
+    capped = reserve_cap(extra, limits)
+    assert capped <= extra and (not per_month or capped <= per_month // 1000)
+    assert batch.reserved == (capped if not plain.refusal
+                              and reserve_fits(capped, slots, month_left) else 0)
     verdict = GroupVerdict(batch.refusal or OK, "developer", "t", "", True, limits,
                            batch.admitted, batch.minute_remaining, batch.minute_reset_us,
                            batch.retry_after_us, batch.month_used, batch.interval_us)
@@ -231,7 +235,7 @@ def test_a_reserve_is_counted_like_later_requests_and_comes_back_whole(
     if batch.reserved:
         use = min(taken, batch.reserved)
         unused = batch.reserved - use
-        back_tat = batch.tat_us - unused * batch.interval_us
+        back_tat = hand_back(batch.tat_us, batch.tat_us, unused, batch.interval_us, T0)
         alone = decide_batch(tat, used, T0, limits, n + use)
         assert (max(back_tat, T0), batch.month_used - unused) == (
             max(alone.tat_us, T0), alone.month_used)
@@ -245,3 +249,17 @@ def test_a_reserve_is_sized_by_the_rate_and_kept_for_busy_keys_only() -> None:
     assert reserve_fits(10, 20, None) and reserve_fits(10, None, 20)
     assert not reserve_fits(10, 19, 1000) and not reserve_fits(10, 1000, 19)
     assert not reserve_fits(0, 1000, 1000)
+
+
+def test_a_hand_back_gives_back_only_what_still_lies_ahead() -> None:
+    """A reserve of 100 at 1 ms each, granted at T0, none used. Handed back at once: all 100
+    slots come back. Handed back 60 ms later, after another process pushed the state 50 s
+    ahead: only the 40 slots still ahead of the clock do (the other 60 were refilled anyway;
+    taking them off would admit 60 more than the burst)."""
+    granted = T0 + 100_000
+    assert hand_back(granted, granted, 100, 1_000, T0) == T0
+    later = T0 + 60_000
+    pushed = later + 50_000_000
+    assert hand_back(pushed, granted, 100, 1_000, later) == pushed - 40_000
+    assert hand_back(pushed, granted, 100, 1_000, granted + 1) == pushed  # all passed
+    assert reserve_cap(500, Limits(0, 100_000)) == 100 and reserve_cap(500, Limits(10, 0)) == 500

@@ -15,7 +15,7 @@ from gateway.key_service import create_key
 from gateway.keys import key_hash, key_id_of
 from gateway.limiter import KeyLimiter
 from gateway.ratelimit import OK, QUOTA_EXCEEDED, month_window
-from gateway.store import Store, key_held_key, key_month_key
+from gateway.store import Store, key_gcra_key, key_held_key, key_month_key
 from gateway.tiers import DEFAULT_TIERS, Limits, set_tier, wire_table
 from tests.test_ratelimit_store import _evalsha_calls
 
@@ -31,9 +31,11 @@ def limiter_of(store: Store, reserve_seconds: float) -> KeyLimiter:
 async def tier(store: Store) -> str:
     await set_tier(store, "hundred", per_minute=100, per_month=1_000_000)
     await set_tier(store, "big", per_minute=6_000_000, per_month=1_000_000_000)
-    await set_tier(store, "quota", per_minute=0, per_month=100)
+    await set_tier(store, "quota", per_minute=0, per_month=20_000)
+    await set_tier(store, "fast", per_minute=60_000, per_month=1_000_000_000)
     return wire_table({**DEFAULT_TIERS, "hundred": Limits(100, 1_000_000),
-                       "big": Limits(6_000_000, 1_000_000_000), "quota": Limits(0, 100)})
+                       "big": Limits(6_000_000, 1_000_000_000), "quota": Limits(0, 20_000),
+                       "fast": Limits(60_000, 1_000_000_000)})
 
 
 async def burst(limiter: KeyLimiter, key: str, n: int, table: str) -> list[tuple[str, int, int]]:
@@ -101,18 +103,18 @@ async def test_what_a_reserve_leaves_goes_back_when_it_ends(store: Store, tier: 
 
 async def test_limits_stay_exact_while_another_process_holds_a_reserve(
         store: Store, tier: str) -> None:
-    """Two limiters (as two processes) on a key with a quota of 100 (a per-minute limit would
-    refill while the test runs): A holds a reserve it hardly uses; B's burst takes the rest.
-    B's requests beyond it wait for A's reserve to come back instead of being refused, so
-    exactly 100 pass in all and every refusal is final."""
+    """Two limiters (as two processes) on a key with 100 requests left of its month (a
+    per-minute limit would refill while the test runs): A holds a reserve it hardly uses; B's
+    burst takes the rest. B's requests beyond it wait for A's reserve to come back instead of
+    being refused, so exactly 100 pass in all and every refusal is final."""
     a, b = limiter_of(store, reserve_seconds=0.5), limiter_of(store, reserve_seconds=0.5)
     key, _ = await create_key(store, FixedClock(NOW), kind="developer", email="x@example.org",
                               tier="quota")
+    await store.client.set(key_month_key(key_id_of(key), MONTH.name), 19_900, ex=3600)
     try:
         passed = await make_hot(a, key, tier)
         assert passed == 10 and a._reserves, "A holds a reserve"
-        held = int(await store.client.get(key_held_key(key_id_of(key))))
-        assert held > 0
+        assert await store.client.zcard(key_held_key(key_id_of(key))) == 1
         passed += sum(r == OK for r, _, _ in await burst(a, key, 3, tier))  # from it
         started = time.monotonic()
         results = await burst(b, key, 150, tier)
@@ -122,7 +124,7 @@ async def test_limits_stay_exact_while_another_process_holds_a_reserve(
         assert passed == 100
         assert 150 - sum(r == OK for r, _, _ in results) == 150 - (100 - 13)
         assert waited >= 0.2, "B's last requests waited for A's reserve to come back"
-        assert await used(store, key) == 100
+        assert await used(store, key) == 20_000
     finally:
         await a.close()
         await b.close()
@@ -173,3 +175,51 @@ async def test_reserves_can_be_turned_off(store: Store, tier: str,
     await make_hot(no_reserve_limiter, key, tier, n=20)
     assert not no_reserve_limiter._reserves
     assert await used(store, key) == 40
+
+
+async def test_a_reserve_the_clock_has_passed_gives_no_slots_back(store: Store, tier: str) -> None:
+    """60,000/min: one request per ms. A's reserve lies a few ms ahead when granted; B then
+    pushes the GCRA state a second ahead. When A's reserve ends 0.3 s later, its slots are
+    long refilled: handing them back must not take them off B's state (that would admit more
+    than the burst)."""
+    a, b = limiter_of(store, reserve_seconds=0.3), limiter_of(store, reserve_seconds=0)
+    key, _ = await create_key(store, FixedClock(NOW), kind="developer", email="f@example.org",
+                              tier="fast")
+    gcra = key_gcra_key(key_id_of(key))
+    try:
+        await make_hot(a, key, tier)
+        assert a._reserves
+        await burst(b, key, 1000, tier)
+        before = int(await store.client.get(gcra))
+        await asyncio.sleep(0.5)
+        assert not a._reserves and not await store.client.exists(key_held_key(key_id_of(key)))
+        assert int(await store.client.get(gcra)) == before
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_a_reserve_of_a_dead_process_stops_counting_at_its_hold_time(
+        store: Store, tier: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A process died holding a reserve (it never comes back): refusals wait until the
+    reserve's hold time, then are final and keep their kind. If even that never came, the
+    limiter gives up after WAIT_LIMIT_S with the refusal it was given."""
+    limiter = limiter_of(store, reserve_seconds=0)
+    key, _ = await create_key(store, FixedClock(NOW), kind="developer", email="d@example.org",
+                              tier="quota")
+    await store.client.set(key_month_key(key_id_of(key), MONTH.name), 20_000, ex=3600)
+    seconds, micros = await store.client.time()
+    held = key_held_key(key_id_of(key))
+    await store.client.zadd(held, {"dead:1": seconds * 1_000_000 + micros + 400_000})
+    await store.client.pexpire(held, 5_000)
+    try:
+        started = time.monotonic()
+        assert (await burst(limiter, key, 1, tier))[0][0] == QUOTA_EXCEEDED
+        assert 0.3 < time.monotonic() - started < 1.5
+        await store.client.zadd(held, {"dead:2": (seconds + 3600) * 1_000_000})
+        monkeypatch.setattr("gateway.limiter.WAIT_LIMIT_S", 0.2)
+        started = time.monotonic()
+        assert (await burst(limiter, key, 1, tier))[0][0] == QUOTA_EXCEEDED
+        assert 0.2 <= time.monotonic() - started < 1.0
+    finally:
+        await limiter.close()
