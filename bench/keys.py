@@ -4,12 +4,14 @@ The same departures board (Caltrain, Palo Alto, the clock at a weekday evening) 
 ``transit-gateway serve`` processes on one embedded Valkey: one as in production (every request
 is authenticated and counted: by the auth + rate-limit script, or, for a key the process sees
 often, from a reserve that script counted ahead; the key's tier has limits so high that nothing
-is refused), one with ``GATEWAY_BENCH_NO_AUTH=1`` (no key, no limits). wrk loads one at a time, in interleaved rounds (ABBA order); the figure is the ratio of
-the median requests per second, keyed over unkeyed. Target: at least 0.80.
+is refused), one with ``GATEWAY_BENCH_NO_AUTH=1`` (no key, no limits). wrk loads one at a
+time, in interleaved rounds (ABBA order); the figure is the ratio of the median requests per
+second, keyed over unkeyed. Target: at least 0.80.
 
 Two load shapes: one key on every request (concurrent requests of one key share one verdict),
 and 200 keys in rotation (a wrk Lua script; the keys waiting together share one script call but
-each is checked on its own; the unkeyed server gets the same headers). Servers are pinned to
+each is checked on its own, and each soon has a reserve; the unkeyed server gets the same
+headers). Servers are pinned to
 CPU 0, wrk and the embedded Valkey to CPU 1 (``bench.common.cpu_pinning``,
 ``pin_store_beside_load``), as in the load bench: the store's own CPU per script call is not
 taken from the gateway's core.
