@@ -36,6 +36,13 @@ those runs' throughput is not reported. A coalesced script call counts once for 
 requests it serves. ``INFO commandstats`` deltas of the one-key throughput runs (script-internal
 calls included) are printed on stderr for information.
 
+Server CPU per request (for information): user + system CPU time of each one-process server
+(``/proc``) over a round's wrk run, divided by the requests completed, and hello's over the
+gateway's, round by round. Both saturate their pinned core, so this is the throughput ratio
+without the noise of what else the machine runs (wrk and the store share CPU 1; the host has
+other tenants): on a day when the hello rate moved by half between rounds, it moved by a few
+per cent.
+
 p99 at half of peak: open-loop load (``bench/openloop.c``, wrk2-style constant arrival rate,
 64 connections, one key) at half of that round's measured one-worker keyed peak. Each request
 is scheduled at ``t0 + i/rate`` and timed from then, so a stall delays and counts every request
@@ -63,6 +70,7 @@ from bench.common import (
     ROOT,
     Row,
     cpu_pinning,
+    cpu_seconds,
     free_port,
     median,
     pin_store_beside_load,
@@ -167,8 +175,11 @@ def run(rounds: int = 5, seconds: int = 4) -> list[Row]:
                              {**env, "GATEWAY_METRICS": "0"}),
             "gw-w2": ([*gw, str(ports["gw-w2"]), "--workers", "2"], env),
         }
-        for cmd, child_env in launch.values():
+        pids: dict[str, int] = {}  # the one-process servers (taskset execs the server)
+        for mode, (cmd, child_env) in launch.items():
             servers.append(subprocess.Popen(cmd, env=child_env, cwd=ROOT))
+            if mode != "gw-w2":
+                pids[mode] = servers[-1].pid
         for mode in launch:
             wait_http(f"http://127.0.0.1:{ports[mode]}/healthz")
 
@@ -182,18 +193,24 @@ def run(rounds: int = 5, seconds: int = 4) -> list[Row]:
         servers.append(subprocess.Popen(
             [*pin_server, sys.executable, "-m", "bench.hello", str(ports["hello-board"]),
              str(tmp / "board.json")], env=env, cwd=ROOT))
+        pids["hello-board"] = servers[-1].pid
         for mode in ports:  # warm up: feed loaded, connections open, code paths hot
             keyed = not mode.startswith("hello")
             wait_http(url(mode) + (f"&key={key}" if keyed else ""), timeout=120)
             run_wrk(wrk, url(mode), 2, headers if keyed else None)
 
         res: dict[str, list[tuple[float, float, float, int]]] = {}
+        cpu: dict[str, list[float]] = {}  # server CPU us per request, one-process servers
         breakdown: dict[str, int] = {}
 
         def load(name: str, mode: str, rotate: bool) -> None:
             cs_before = stats.commandstats()
+            cpu_before = cpu_seconds(pids[mode]) if mode in pids else None
             got = run_wrk(wrk, url(mode), seconds, None if rotate or mode.startswith("hello")
                           else headers, rotation if rotate else None)
+            cpu_after = cpu_seconds(pids[mode]) if mode in pids else None
+            if cpu_before is not None and cpu_after is not None:
+                cpu.setdefault(name, []).append((cpu_after - cpu_before) / got[3] * 1e6)
             res.setdefault(name, []).append(got)
             if mode == "gw" and not rotate:
                 for cmd, calls in stats.commandstats().items():
@@ -255,6 +272,15 @@ def run(rounds: int = 5, seconds: int = 4) -> list[Row]:
         the machine's drift between rounds (often more than the effect) cancels out."""
         return median([a[0] / b[0] for a, b in zip(res[name], res[base], strict=True)])
 
+    def cost(name: str) -> Row:
+        """What the server's CPU says, round by round: hello's CPU per request over this
+        one's. Both saturate their pinned core, so this is what the throughput ratio would be
+        without the noise of the machine's other load (wrk, the store, other tenants)."""
+        label = {"gw1": "1 key", "gw100": "100 keys"}[name]
+        return Row(f"load: server CPU/request, {label}", median(cpu[name]), "us",
+                   "hello CPU/request", median(cpu["hello"]), "(info)",
+                   median([h / g for h, g in zip(cpu["hello"], cpu[name], strict=True)]))
+
     ceiling = m("hello", 0)
     rows = [Row("load: ceiling, aiohttp hello orjson", ceiling, "req/s",
                 "itself", ceiling, "wrk -t1 -c32"),
@@ -276,6 +302,8 @@ def run(rounds: int = 5, seconds: int = 4) -> list[Row]:
             Row(f"load: --workers 2, {label}, p99", m(name, 2), "ms", "1 worker p99",
                 m(base, 2)),
         ]
+    if "hello" in cpu and "gw1" in cpu and "gw100" in cpu:
+        rows += [cost("gw1"), cost("gw100")]
     rows += [
         Row("load: store commands/request, 1 key", per_request["cmds1"], "cmd",
             "target 1", 1.0, "≤ 1"),
