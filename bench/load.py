@@ -39,9 +39,8 @@ calls included) are printed on stderr for information.
 Server CPU per request (for information): user + system CPU time of each one-process server
 (``/proc``) over a round's wrk run, divided by the requests completed, and hello's over the
 gateway's, round by round. Both saturate their pinned core, so this is the throughput ratio
-without the noise of what else the machine runs (wrk and the store share CPU 1; the host has
-other tenants): on a day when the hello rate moved by half between rounds, it moved by a few
-per cent.
+less the part of the noise that comes from scheduling (wrk and the store share CPU 1; the host
+has other tenants); contention for caches and the CPU's clock still shows in it.
 
 p99 at half of peak: open-loop load (``bench/openloop.c``, wrk2-style constant arrival rate,
 64 connections, one key) at half of that round's measured one-worker keyed peak. Each request
