@@ -176,8 +176,13 @@ class Guard:
         if not month.start <= now < month.end:
             month = self._month = month_window(now)
         taken = self.limiter.take(key_hash, self.tiers.wire, month.name)
-        if taken is not None:  # counted ahead in this process's reserve of the key
-            return self._verdict(request, key_id, key_hash, taken[0], taken[1], now, month)
+        if taken is not None:  # counted ahead in this process's reserve of the key: admitted
+            verdict, place = taken  # (the verdict that granted it was checked in full)
+            if not verdict.expires or self._expires_at(verdict.expires) > now:
+                caller = request[CALLER] = _admitted(key_id, verdict, place, now, month)
+                return caller
+            self.limiter.end_reserve(key_hash, untaken=place)  # expired: nothing more from it
+            return self._verdict(request, key_id, key_hash, verdict, place, now, month)
         if self.limiter.available():
             tiers = self.tiers
             if tiers.stale():
@@ -220,16 +225,11 @@ class Guard:
         if not verdict.remembered:  # once per store answer, not once per request
             verdict.remembered = True
             self._remember(key_id, key_hash, verdict.kind, verdict.tier, verdict.expires)
+        if place < verdict.admitted:
+            caller = request[CALLER] = _admitted(key_id, verdict, place, now, month)
+            return caller
         month_left = math.ceil(month.end - now)
         limits = verdict.limits
-        if place < verdict.admitted:
-            later = verdict.admitted - 1 - place  # admitted after this one, in the same call
-            caller = Caller(key_id, verdict.kind, verdict.tier, limits, verdict.expires,
-                            verdict.remaining + later if limits.per_minute else -1,
-                            verdict.reset_us - later * verdict.interval_us,
-                            verdict.used - later, month, month_left, "store")
-            request[CALLER] = caller
-            return caller
         if refusal == RATE_LIMITED:
             retry = max(1, seconds_up(verdict.retry_us))
         else:
@@ -278,6 +278,18 @@ class Guard:
             raise RateLimited(f"over {limits.per_minute} requests per minute; retry in "
                               f"{retry} s", code="rate_limited")
         return caller
+
+
+def _admitted(key_id: str, verdict: GroupVerdict, place: int, now: float,
+              month: MonthWindow) -> Caller:
+    """The caller of an admitted request, with its own numbers: those of its place in the
+    verdict, as if the requests after it in the same call had not come yet."""
+    later = verdict.admitted - 1 - place
+    limits = verdict.limits
+    return Caller(key_id, verdict.kind, verdict.tier, limits, verdict.expires,
+                  verdict.remaining + later if limits.per_minute else -1,
+                  verdict.reset_us - later * verdict.interval_us, verdict.used - later, month,
+                  math.ceil(month.end - now), "store")
 
 
 def set_limit_headers(request: web.Request, response: web.StreamResponse,

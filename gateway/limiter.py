@@ -774,6 +774,15 @@ class KeyLimiter:
         self._end(key_hash, reserve)
         return None
 
+    def end_reserve(self, key_hash: str, untaken: int | None = None) -> None:
+        """End the key's reserve now (its key expired): what is left goes back, with place
+        ``untaken`` too if that was the last one taken (its request was refused after all)."""
+        reserve = self._reserves.get(key_hash)
+        if reserve is not None:
+            if untaken is not None and reserve.next == untaken + 1:
+                reserve.next = untaken
+            self._end(key_hash, reserve)
+
     def _keep_reserve(self, group: _CheckGroup, verdict: GroupVerdict) -> None:
         key_hash = group.key.key_hash
         old = self._reserves.get(key_hash)

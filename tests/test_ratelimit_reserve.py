@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -223,3 +224,41 @@ async def test_a_reserve_of_a_dead_process_stops_counting_at_its_hold_time(
         assert 0.2 <= time.monotonic() - started < 1.0
     finally:
         await limiter.close()
+
+
+async def test_a_key_served_from_a_reserve_expires_on_time(store: Store, tier: str) -> None:
+    """Expiry is checked on every request, reserve or not: the moment the key expires (by
+    the process clock), its next request is refused although its reserve has places left,
+    and the reserve goes back whole (the refused request is not counted)."""
+    from aiohttp.test_utils import make_mocked_request
+
+    from gateway.access import Guard
+    from gateway.errors import Unauthorized
+    from gateway.settings import Settings
+    from gateway.tiers import TierCache
+
+    clock = FixedClock(NOW)
+    key, _ = await create_key(store, clock, kind="developer", email="t@example.org",
+                              tier="big", expires=NOW + 60)
+    limiter = limiter_of(store, reserve_seconds=30.0)
+    tiers = TierCache(limiter.store, 5.0)
+    await tiers.refresh()
+    guard = Guard(Settings.from_env({}), clock, limiter, tiers)
+
+    def admit() -> Any:
+        return guard.admit(make_mocked_request("GET", "/v1/feeds", headers={"X-API-Key": key}))
+
+    try:
+        for _ in range(2):
+            await asyncio.gather(*(admit() for _ in range(5)))
+            await asyncio.sleep(0.12)
+        assert limiter._reserves
+        assert (await admit()).month_used == 11  # from the reserve
+        clock.advance(60)
+        with pytest.raises(Unauthorized) as refused:
+            await admit()
+        assert refused.value.code == "expired_api_key"
+        assert not limiter._reserves  # ended at once, the refused request's place with it
+    finally:
+        await limiter.close()
+    assert await used(store, key) == 11
