@@ -740,7 +740,7 @@ class KeyLimiter:
         self._reserves: dict[str, _Reserve] = {}  # by key hash (strict checks only)
         self._returns: list[_Reserve] = []
         self._returning: set[asyncio.Future[Any]] = set()
-        self._process = os.urandom(6).hex()  # names this process's reserves in the store
+        self._process = os.urandom(6).hex().encode()  # names this process's reserves
         self._granted = 0
         self._closing = False
 
@@ -793,7 +793,6 @@ class KeyLimiter:
         self._reserves[key_hash] = reserve
         if self._closing:  # granted while closing: straight back
             self._end(key_hash, reserve)
-            self._send_returns()
             return
         reserve.timer = asyncio.get_running_loop().call_later(
             self.reserve_seconds, self._expire, key_hash, reserve)
@@ -884,7 +883,7 @@ class KeyLimiter:
             reserve_id = b"-"
             if extra:
                 self._granted += 1
-                reserve_id = b"%s:%d" % (self._process.encode(), self._granted)
+                reserve_id = b"%s:%d" % (self._process, self._granted)
             group = _CheckGroup(self, group_key, wire, tier_table, now,
                                 month.seconds_left(now) + MONTH_TTL_GRACE_S, extra, reserve_id)
             self._open[group_key] = group

@@ -13,7 +13,7 @@ import pytest
 
 from gateway.clock import FixedClock, parse_instant
 from gateway.key_service import create_key
-from gateway.keys import key_hash, key_id_of
+from gateway.keys import KeyRecord, key_hash, key_id_of
 from gateway.limiter import KeyLimiter
 from gateway.ratelimit import OK, QUOTA_EXCEEDED, month_window
 from gateway.store import Store, key_gcra_key, key_held_key, key_month_key
@@ -55,6 +55,12 @@ async def make_hot(limiter: KeyLimiter, key: str, table: str, n: int = 5) -> int
     return sum(r == OK for r, _, _ in first + second)
 
 
+async def new_key(store: Store, email: str, tier: str,
+                  expires: float | None = None) -> tuple[str, KeyRecord]:
+    return await create_key(store, FixedClock(NOW), kind="developer", email=email, tier=tier,
+                            expires=expires)
+
+
 async def used(store: Store, key: str) -> int:
     return int(await store.client.get(key_month_key(key_id_of(key), MONTH.name)) or 0)
 
@@ -62,8 +68,7 @@ async def used(store: Store, key: str) -> int:
 async def test_a_hot_key_is_served_from_its_reserve_without_store_calls(
         store: Store, tier: str) -> None:
     limiter = limiter_of(store, reserve_seconds=5.0)
-    key, _ = await create_key(store, FixedClock(NOW), kind="developer", email="h@example.org",
-                              tier="big")
+    key, _ = await new_key(store, "h@example.org", "big")
     try:
         assert await make_hot(limiter, key, tier) == 10
         assert limiter._reserves, "the second burst's check asked for a reserve"
@@ -83,8 +88,7 @@ async def test_a_hot_key_is_served_from_its_reserve_without_store_calls(
 
 async def test_what_a_reserve_leaves_goes_back_when_it_ends(store: Store, tier: str) -> None:
     limiter = limiter_of(store, reserve_seconds=0.2)
-    key, _ = await create_key(store, FixedClock(NOW), kind="developer", email="e@example.org",
-                              tier="hundred")
+    key, _ = await new_key(store, "e@example.org", "hundred")
     try:
         await make_hot(limiter, key, tier)
         assert limiter._reserves
@@ -109,8 +113,7 @@ async def test_limits_stay_exact_while_another_process_holds_a_reserve(
     burst takes the rest. B's requests beyond it wait for A's reserve to come back instead of
     being refused, so exactly 100 pass in all and every refusal is final."""
     a, b = limiter_of(store, reserve_seconds=0.5), limiter_of(store, reserve_seconds=0.5)
-    key, _ = await create_key(store, FixedClock(NOW), kind="developer", email="x@example.org",
-                              tier="quota")
+    key, _ = await new_key(store, "x@example.org", "quota")
     await store.client.set(key_month_key(key_id_of(key), MONTH.name), 19_900, ex=3600)
     try:
         passed = await make_hot(a, key, tier)
@@ -134,8 +137,7 @@ async def test_limits_stay_exact_while_another_process_holds_a_reserve(
 async def test_revocation_reaches_a_key_with_a_reserve_within_its_lifetime(
         store: Store, tier: str) -> None:
     limiter = limiter_of(store, reserve_seconds=0.3)
-    key, rec = await create_key(store, FixedClock(NOW), kind="developer", email="r@example.org",
-                                tier="big")
+    key, rec = await new_key(store, "r@example.org", "big")
     try:
         await make_hot(limiter, key, tier)
         assert limiter._reserves
@@ -150,8 +152,7 @@ async def test_revocation_reaches_a_key_with_a_reserve_within_its_lifetime(
 
 async def test_a_key_seen_rarely_gets_no_reserve(store: Store, tier: str) -> None:
     limiter = limiter_of(store, reserve_seconds=0.25)
-    key, _ = await create_key(store, FixedClock(NOW), kind="developer", email="s@example.org",
-                              tier="big")
+    key, _ = await new_key(store, "s@example.org", "big")
     try:
         for _ in range(4):
             await burst(limiter, key, 1, tier)
@@ -171,8 +172,7 @@ async def no_reserve_limiter(store: Store) -> AsyncIterator[KeyLimiter]:
 
 async def test_reserves_can_be_turned_off(store: Store, tier: str,
                                           no_reserve_limiter: KeyLimiter) -> None:
-    key, _ = await create_key(store, FixedClock(NOW), kind="developer", email="o@example.org",
-                              tier="big")
+    key, _ = await new_key(store, "o@example.org", "big")
     await make_hot(no_reserve_limiter, key, tier, n=20)
     assert not no_reserve_limiter._reserves
     assert await used(store, key) == 40
@@ -184,8 +184,7 @@ async def test_a_reserve_the_clock_has_passed_gives_no_slots_back(store: Store, 
     long refilled: handing them back must not take them off B's state (that would admit more
     than the burst)."""
     a, b = limiter_of(store, reserve_seconds=0.3), limiter_of(store, reserve_seconds=0)
-    key, _ = await create_key(store, FixedClock(NOW), kind="developer", email="f@example.org",
-                              tier="fast")
+    key, _ = await new_key(store, "f@example.org", "fast")
     gcra = key_gcra_key(key_id_of(key))
     try:
         await make_hot(a, key, tier)
@@ -206,8 +205,7 @@ async def test_a_reserve_of_a_dead_process_stops_counting_at_its_hold_time(
     reserve's hold time, then are final and keep their kind. If even that never came, the
     limiter gives up after WAIT_LIMIT_S with the refusal it was given."""
     limiter = limiter_of(store, reserve_seconds=0)
-    key, _ = await create_key(store, FixedClock(NOW), kind="developer", email="d@example.org",
-                              tier="quota")
+    key, _ = await new_key(store, "d@example.org", "quota")
     await store.client.set(key_month_key(key_id_of(key), MONTH.name), 20_000, ex=3600)
     seconds, micros = await store.client.time()
     held = key_held_key(key_id_of(key))
@@ -238,8 +236,7 @@ async def test_a_key_served_from_a_reserve_expires_on_time(store: Store, tier: s
     from gateway.tiers import TierCache
 
     clock = FixedClock(NOW)
-    key, _ = await create_key(store, clock, kind="developer", email="t@example.org",
-                              tier="big", expires=NOW + 60)
+    key, _ = await new_key(store, "t@example.org", "big", expires=NOW + 60)
     limiter = limiter_of(store, reserve_seconds=30.0)
     tiers = TierCache(limiter.store, 5.0)
     await tiers.refresh()
