@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass
 
 from aiohttp import web
+from multidict import istr
 
 from gateway import keys, metrics
 from gateway.clock import Clock
@@ -99,6 +100,7 @@ def _timestamp(iso: str) -> float:
 
 
 CALLER = web.RequestKey("caller", Caller)
+X_API_KEY = istr("X-API-Key")  # case-folded once, not on every lookup
 RETRY_AFTER = web.RequestKey("retry_after", int)
 
 
@@ -112,7 +114,7 @@ class _Verified:
 
 
 def presented_key(request: web.Request) -> str | None:
-    key = request.headers.get("X-API-Key")
+    key = request.headers.get(X_API_KEY)
     if key:
         return key
     auth = request.headers.get("Authorization")
@@ -155,9 +157,36 @@ class Guard:
     def _expires_at(self, iso: str) -> float:
         return memo(self._expiry, iso, _timestamp, iso, bound=10_000)
 
+    def admit_reserved(self, request: web.Request) -> Caller | None:
+        """The common case, decided without a suspension: a key this process has hashed
+        before, sent in ``X-API-Key``, with places left in its reserve (``KeyLimiter.take``).
+        None: ``admit`` decides (it also serves reserves of keys sent the other ways).
+
+        Worth its own entry point: the endpoint wrapper calls it without creating and awaiting
+        a coroutine, and it skips what only a first sight of a key needs (measured with
+        callgrind at about a fifth of what authentication cost a reserved request)."""
+        known = self._hashes.get(request.headers.get(X_API_KEY, ""))
+        if known is None:
+            return None
+        now = self.clock.now()
+        month = self._month
+        if not month.start <= now < month.end:
+            return None  # a new month: ``admit`` moves to it
+        key_hash, key_id = known
+        taken = self.limiter.take(key_hash, self.tiers.wire, month.name)
+        if taken is None:
+            return None
+        verdict, place = taken  # (the verdict that granted the reserve was checked in full)
+        if verdict.expires and self._expires_at(verdict.expires) <= now:
+            # the key expired since: nothing more from the reserve, this request included
+            self.limiter.end_reserve(key_hash, untaken=place)
+            return None
+        caller = request[CALLER] = _admitted(key_id, verdict, place, now, month)
+        return caller
+
     async def admit(self, request: web.Request) -> Caller:
         """Authenticate and count the request; raises 401/429/503 (with headers set)."""
-        presented = request.headers.get("X-API-Key") or presented_key(request)
+        presented = request.headers.get(X_API_KEY) or presented_key(request)
         if not presented:
             raise _refuse("missing_api_key", "an API key is required: send the X-API-Key "
                           "header, Authorization: Bearer, or the key query parameter")
@@ -176,8 +205,8 @@ class Guard:
         if not month.start <= now < month.end:
             month = self._month = month_window(now)
         taken = self.limiter.take(key_hash, self.tiers.wire, month.name)
-        if taken is not None:  # counted ahead in this process's reserve of the key: admitted
-            verdict, place = taken  # (the verdict that granted it was checked in full)
+        if taken is not None:  # counted ahead in this process's reserve (Bearer, ?key=)
+            verdict, place = taken
             if not verdict.expires or self._expires_at(verdict.expires) > now:
                 caller = request[CALLER] = _admitted(key_id, verdict, place, now, month)
                 return caller
@@ -303,12 +332,15 @@ def set_limit_headers(request: web.Request, response: web.StreamResponse,
         limits = caller.limits
         if caller.month_used is None or not limits.per_minute or not limits.per_month:
             headers.update(caller.headers())
-        else:  # the common case, formatted in place
-            headers["RateLimit-Policy"] = _policy(limits, caller.month)
-            headers["RateLimit"] = (
+        else:  # the common case, formatted in place; added (no handler sets these)
+            month = caller.month
+            policy = (_POLICIES.get((limits.per_minute, limits.per_month, month.name))
+                      or _policy(limits, month))
+            headers.add("RateLimit-Policy", policy)
+            headers.add("RateLimit", (
                 f'"minute";r={caller.minute_remaining};t={-(-caller.minute_reset_us // US)}, '
                 f'"month";r={max(0, limits.per_month - caller.month_used)};'
-                f"t={caller.month_seconds_left}")
+                f"t={caller.month_seconds_left}"))
             if caller.retry_after_s:
                 headers["Retry-After"] = str(caller.retry_after_s)
     elif response.status == 429:

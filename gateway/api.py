@@ -25,11 +25,8 @@ from gateway.state import (
     SEARCH_CACHE,
     SETTINGS,
     STORE,
-    BoardEntry,
     json_response,
 )
-
-BOARD_CACHE_SIZE = 4096
 
 
 def _feed(request: web.Request) -> LoadedFeed:
@@ -172,22 +169,17 @@ async def search_stops(request: web.Request) -> web.Response:
 
 
 async def departures(request: web.Request) -> web.Response:
-    app = request.app
-    now = app[CLOCK].now()
-    catalog = app[CATALOG]
-    feed = catalog.get(request.match_info["feed"])
-    view = catalog.realtime_view(feed.config.id)
-    cache = app[BOARD_CACHE]
+    boards = request.app[BOARD_CACHE]
+    now = boards.clock.now()
     target, second = request.raw_path, int(now)
-    hit = cache.get(target)
-    if (hit is not None and hit.second == second and hit.feed is feed and hit.view is view
-            and hit.revision == view.revision):
-        return web.Response(body=hit.body, content_type="application/json")
-    revision = view.revision  # before any await: a change meanwhile makes the entry stale
-    body = await _render_board(request, feed, view, now)
-    if len(cache) >= BOARD_CACHE_SIZE:
-        cache.clear()  # entries live one second: dropping them all costs one recompute each
-    cache[target] = BoardEntry(second, feed, view, revision, body)
+    body = boards.get(target, second)  # the common case: rendered earlier in this second
+    if body is None:
+        catalog = request.app[CATALOG]
+        feed = catalog.get(request.match_info["feed"])
+        view = catalog.realtime_view(feed.config.id)
+        revision = view.revision  # before any await: a change meanwhile makes the entry stale
+        body = await _render_board(request, feed, view, now)
+        boards.put(target, second, feed, view, revision, body)
     return web.Response(body=body, content_type="application/json")
 
 

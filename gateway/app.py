@@ -30,6 +30,7 @@ from gateway.state import (
     SEARCH_CACHE,
     SETTINGS,
     STORE,
+    BoardCache,
     json_response,
 )
 from gateway.store import Store
@@ -54,13 +55,14 @@ def endpoint(handler: Handler, guard: Guard | None, keyed: bool,
     - measures the request into its route's series (``gateway.http_metrics``), if any.
     """
     admit = guard.admit if keyed and guard is not None else None
+    admit_reserved = guard.admit_reserved if keyed and guard is not None else None
 
     async def serve(request: web.Request) -> web.StreamResponse:
         started = time.perf_counter()
         caller = None
         try:
-            if admit is not None:
-                caller = await admit(request)
+            if admit is not None and admit_reserved is not None:
+                caller = admit_reserved(request) or await admit(request)
             response = await handler(request)
         except ApiError as exc:
             response = json_response(exc.body(), status=exc.status)
@@ -144,7 +146,7 @@ def build_app(settings: Settings, store: Store, clock: Clock,
     app[CATALOG] = catalog
     app[FEEDS] = FeedService(store, settings, clock, catalog)
     app[SEARCH_CACHE] = {}
-    app[BOARD_CACHE] = {}
+    app[BOARD_CACHE] = BoardCache(catalog, clock)
     app[POLLERS] = PollerManager(store, catalog, settings, clock)
     app[ENDPOINTS] = set()
     app.on_startup.insert(0, _refuse_unwrapped_routes)  # before anything is started
