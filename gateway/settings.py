@@ -6,9 +6,21 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 DEFAULT_PORT = 8080
+MAX_RESERVE_SECONDS = 1.5  # a reserve must be handed back well within the 2 s it counts as held
 _TRUE = ("1", "true", "yes")
+
+
+def _number(env: Mapping[str, str], name: str, kind: type[float] | type[int],
+            default: str) -> Any:
+    text = env.get(name, default)
+    try:
+        return kind(text)
+    except ValueError:
+        raise ValueError(f"{name} must be {'an integer' if kind is int else 'a number'}, "
+                         f"not {text!r}") from None
 
 
 @dataclass(frozen=True)
@@ -37,10 +49,11 @@ class Settings:
     breaker_seconds: float = 1.0
     """GATEWAY_BREAKER_SECONDS: after a store failure, requests skip the store this long, then
     one request probes it."""
-    reserve_seconds: float = 0.25
-    """GATEWAY_RESERVE_SECONDS: a key this process sees often (dozens of requests a second) is
-    counted ahead in blocks that last this long, far from its limits only (``gateway.limiter``);
-    revocation reaches such a key within it. 0 checks every request with the store."""
+    reserve_seconds: float = 1.0
+    """GATEWAY_RESERVE_SECONDS: a key this process sees often (a few requests a second or more)
+    is counted ahead in blocks that last this long, far from its limits only
+    (``gateway.limiter``); revocation reaches such a key within it. 0 checks every request
+    with the store; at most ``MAX_RESERVE_SECONDS``."""
     tier_cache_seconds: float = 5.0
     """GATEWAY_TIER_CACHE_SECONDS: how long a process uses its copy of the tier table."""
     signup_per_ip: int = 50
@@ -78,6 +91,11 @@ class Settings:
     default_window_min: int = 60
     max_window_min: int = 1440
 
+    def __post_init__(self) -> None:
+        if not 0 <= self.reserve_seconds <= MAX_RESERVE_SECONDS:
+            raise ValueError(f"GATEWAY_RESERVE_SECONDS must be between 0 and "
+                             f"{MAX_RESERVE_SECONDS}, not {self.reserve_seconds}")
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
         env = os.environ if env is None else env
@@ -86,21 +104,21 @@ class Settings:
             data_dir=Path(env.get("GATEWAY_DATA_DIR", ".transit-gateway")),
             clock=env.get("GATEWAY_CLOCK") or None,
             log_level=env.get("GATEWAY_LOG_LEVEL", "INFO").upper(),
-            auth_grace_seconds=float(env.get("GATEWAY_AUTH_GRACE_SECONDS", "30")),
+            auth_grace_seconds=_number(env, "GATEWAY_AUTH_GRACE_SECONDS", float, "30"),
             ratelimit_fail_open=env.get("GATEWAY_RATELIMIT_FAIL_OPEN", "1") in _TRUE,
-            limiter_timeout_s=float(env.get("GATEWAY_LIMITER_TIMEOUT_SECONDS", "0.25")),
-            breaker_seconds=float(env.get("GATEWAY_BREAKER_SECONDS", "1")),
-            reserve_seconds=float(env.get("GATEWAY_RESERVE_SECONDS", "0.25")),
-            tier_cache_seconds=float(env.get("GATEWAY_TIER_CACHE_SECONDS", "5")),
-            signup_per_ip=int(env.get("GATEWAY_SIGNUP_PER_IP", "50")),
-            signup_window_s=float(env.get("GATEWAY_SIGNUP_WINDOW_SECONDS", "3600")),
+            limiter_timeout_s=_number(env, "GATEWAY_LIMITER_TIMEOUT_SECONDS", float, "0.25"),
+            breaker_seconds=_number(env, "GATEWAY_BREAKER_SECONDS", float, "1"),
+            reserve_seconds=_number(env, "GATEWAY_RESERVE_SECONDS", float, "1"),
+            tier_cache_seconds=_number(env, "GATEWAY_TIER_CACHE_SECONDS", float, "5"),
+            signup_per_ip=_number(env, "GATEWAY_SIGNUP_PER_IP", int, "50"),
+            signup_window_s=_number(env, "GATEWAY_SIGNUP_WINDOW_SECONDS", float, "3600"),
             signup_tier=env.get("GATEWAY_SIGNUP_TIER", "bronze"),
             trusted_proxies=tuple(p.strip() for p in env.get("GATEWAY_TRUSTED_PROXIES", "")
                                   .split(",") if p.strip()),
-            max_json_bytes=int(env.get("GATEWAY_MAX_JSON_BYTES", str(64 * 1024))),
+            max_json_bytes=_number(env, "GATEWAY_MAX_JSON_BYTES", int, str(64 * 1024)),
             bench_no_auth=env.get("GATEWAY_BENCH_NO_AUTH", "") == "1",
             metrics=env.get("GATEWAY_METRICS", "1") in _TRUE,
-            static_max_bytes=int(env.get("GATEWAY_STATIC_MAX_BYTES", str(512 * 1024 * 1024))),
+            static_max_bytes=_number(env, "GATEWAY_STATIC_MAX_BYTES", int, str(512 * 1024 * 1024)),
             allow_private_urls=env.get("GATEWAY_ALLOW_PRIVATE_URLS", "") in ("1", "true", "yes"),
         )
         clean = {k: v for k, v in overrides.items() if v is not None}
