@@ -52,6 +52,11 @@ class BoardCache:
             return None
         return board.body
 
+    def answer(self, request: web.Request) -> bytes | None:
+        """The board for this request if one was rendered earlier in this second: the
+        endpoint wrapper answers with it without running the handler (``gateway.app``)."""
+        return self.get(request.raw_path, int(self.clock.now()))
+
     def put(self, target: str, second: int, feed: LoadedFeed, view: RealtimeView,
             revision: int, body: bytes) -> None:
         """``revision``: the view's revision read before rendering began (a change during

@@ -789,6 +789,43 @@ async def push_only(gateway: Gateway) -> RtGateway:
     return await _rt_gateway(gateway)
 
 
+async def test_a_board_is_rendered_once_a_second_and_again_when_realtime_changes(
+        push_only: RtGateway, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Departure boards are cached per request target for the current second
+    (``gateway.state.BoardCache``): a second request in the same second is answered with the
+    same bytes without rendering, a realtime change renders anew within that second, and so
+    does the next second."""
+    import gateway.api
+
+    live, renders = push_only, []
+    render = gateway.api._render_board
+
+    async def counted(*args: Any) -> bytes:
+        renders.append(args)
+        return await render(*args)
+
+    monkeypatch.setattr(gateway.api, "_render_board", counted)
+
+    async def board() -> bytes:
+        resp = await live.gw.client.get(PA, headers={"X-API-Key": live.key})
+        assert resp.status == 200, await resp.text()
+        return await resp.read()
+
+    first = await board()
+    assert await board() == first and len(renders) == 1  # the same second: from the cache
+    assert not any(d["realtime"] for d in orjson.loads(first)["departures"])
+    resp = await live.gw.client.post(f"{FEED}/realtime", data=TU_PATH.read_bytes(),
+                                     headers={"X-API-Key": live.operator})
+    assert resp.status == 202, await resp.text()
+    await board_matches(live, capture())  # still the same second, rendered with realtime
+    rendered = len(renders)
+    assert rendered >= 2 and await board() == await board() and len(renders) == rendered
+    live.gw.clock.advance(1)
+    later = orjson.loads(await board())
+    assert len(renders) == rendered + 1
+    assert later["time"] == iso(NOW + 1)
+
+
 async def test_pushed_realtime_shows_on_a_feed_without_urls(push_only: RtGateway) -> None:
     """A feed with no realtime URL, fed only by pushes, still shows them on its boards."""
     live = push_only
