@@ -12,7 +12,7 @@ from aiohttp import web
 
 from feeds.errors import FeedError
 from gateway import api, keys_api, openapi
-from gateway.access import Guard, require_operator, set_limit_headers
+from gateway.access import CALLER, Guard, require_operator, set_limit_headers
 from gateway.catalog import FeedCatalog
 from gateway.clock import Clock
 from gateway.errors import ApiError, StoreUnavailable, Unprocessable
@@ -71,6 +71,8 @@ def endpoint(handler: Handler, guard: Guard | None, keyed: bool,
             if body is not None:
                 response = web.Response(body=body, content_type="application/json")
             else:
+                if caller is not None:
+                    request[CALLER] = caller  # for handlers that read it (require_operator)
                 response = await handler(request)
         except ApiError as exc:
             response = json_response(exc.body(), status=exc.status)
