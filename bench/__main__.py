@@ -16,7 +16,7 @@ GROUPS: dict[str, tuple[str, Callable[[], list[Row]]]] = {
     "ingest": ("ingest benchmark (5 interleaved rounds)", ingest.run),
     "realtime": ("realtime benchmarks (interleaved rounds)", realtime.run),
     "keys": ("keys benchmark (keyed vs unkeyed departures, 5 interleaved rounds)", keys.run),
-    "load": ("load benchmark (ceiling vs keyed departures, 5 interleaved rounds)", load.run),
+    "load": ("load benchmark (ceiling vs keyed departures, 7 interleaved rounds of 3 s)", load.run),
 }
 
 

@@ -139,7 +139,7 @@ class StoreStats:
         return counted["lines"] - counted["lua"] - 1, result
 
 
-def run(rounds: int = 5, seconds: int = 4) -> list[Row]:
+def run(rounds: int = 7, seconds: int = 3) -> list[Row]:
     from gateway.embedded import EmbeddedValkey
 
     wrk_bin = ensure_wrk()
