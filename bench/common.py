@@ -10,7 +10,9 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,6 +120,46 @@ def _ms(value: str, unit: str) -> float:
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
+def _one_answer(url: str, headers: dict[str, str] | None) -> str:
+    """Status and start of the body of one request (what a failed load run was refused
+    with, if the server still refuses)."""
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}),
+                                    timeout=5) as resp:
+            return f"{resp.status} {resp.read(300)!r}"
+    except urllib.error.HTTPError as exc:
+        return f"{exc.code} {exc.read(300)!r}"
+    except OSError as exc:
+        return repr(exc)
+
+
+_STATUSES = """
+local seen = {}
+response = function(status, headers, body)
+  if status ~= 200 and not seen[status] then
+    seen[status] = true
+    io.write(status .. " " .. string.sub(body, 1, 200) .. "\\n")
+  end
+end
+"""
+
+
+def _statuses(binary: list[str], url: str, headers: dict[str, str] | None,
+              connections: int) -> str:
+    """The non-200 statuses (one body each) of a second of the same load, through a wrk
+    script (slower than plain wrk: only to say what failed)."""
+    with tempfile.NamedTemporaryFile("w", suffix=".lua") as script:
+        script.write(_STATUSES)
+        script.flush()
+        args = [*binary, "-t1", f"-c{connections}", "-d1s", "-s", script.name]
+        for name, value in (headers or {}).items():
+            args += ["-H", f"{name}: {value}"]
+        done = subprocess.run([*args, url], capture_output=True, text=True, check=False)
+    lines = [line.strip() for line in done.stdout.splitlines()
+             if line[:3].isdigit() or "Socket errors" in line]
+    return "; ".join(lines) or (done.stderr.strip() if done.returncode else "only 200")
+
+
 def run_wrk(binary: list[str], url: str, seconds: int, headers: dict[str, str] | None = None,
             script: Path | None = None, connections: int = 32
             ) -> tuple[float, float, float, int]:
@@ -130,7 +172,10 @@ def run_wrk(binary: list[str], url: str, seconds: int, headers: dict[str, str] |
     out = subprocess.run([*args, url], check=True, capture_output=True, text=True).stdout
     bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     if bad:
-        raise RuntimeError(f"{bad.group(1)} failed responses from {url}:\n{out}")
+        raise RuntimeError(f"{bad.group(1)} failed responses from {url}:\n{out}\n"
+                           f"a request now answers: {_one_answer(url, headers)}\n"
+                           f"a second of the same load now answers: "
+                           f"{_statuses(binary, url, headers, connections)}")
     rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
     done = re.search(r"(\d+) requests in", out)
     p50 = re.search(r"50%\s+([\d.]+)(us|ms|s)", out)
