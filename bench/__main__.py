@@ -1,7 +1,7 @@
 """Run benchmarks and print one table (ratios against baselines measured in the same run).
 
     python -m bench                      every benchmark (make bench)
-    python -m bench ingest realtime      only those groups (ingest, realtime, keys, load)
+    python -m bench ingest realtime      only those groups (ingest, realtime, keys, load, cost)
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
-from bench import ingest, keys, load, realtime
+from bench import cost, ingest, keys, load, realtime
 from bench.common import Row, print_table
 
 GROUPS: dict[str, tuple[str, Callable[[], list[Row]]]] = {
@@ -17,6 +17,7 @@ GROUPS: dict[str, tuple[str, Callable[[], list[Row]]]] = {
     "realtime": ("realtime benchmarks (interleaved rounds)", realtime.run),
     "keys": ("keys benchmark (keyed vs unkeyed departures, 5 interleaved rounds)", keys.run),
     "load": ("load benchmark (ceiling vs keyed departures, 7 interleaved rounds of 3 s)", load.run),
+    "cost": ("cost benchmark (instructions per request under callgrind)", cost.run),
 }
 
 
