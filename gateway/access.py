@@ -184,9 +184,10 @@ class Guard:
             return None
         verdict, place = taken  # (the verdict that granted the reserve was checked in full)
         if verdict.expires and self._expires_at(verdict.expires) <= now:
-            # the key expired since: nothing more from the reserve, this request included
+            # the key expired since: nothing more from the reserve, this request included;
+            # refused (401) without asking the store
             self.limiter.end_reserve(key_hash, untaken=place)
-            return None
+            return self._verdict(request, key_id, key_hash, verdict, place, now, month)
         return _admitted(key_id, verdict, place, now, month)  # stored by the wrapper if needed
 
     async def admit(self, request: web.Request) -> Caller:
