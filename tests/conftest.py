@@ -32,6 +32,22 @@ REDIS7_URL = "redis://127.0.0.1:6379/9"
 T = TypeVar("T")  # a database of its own on the shared server
 
 
+async def catalog_settled(app: Any, feed_id: str, within: float = 5.0) -> None:
+    """Until the app's catalog has stopped installing ``feed_id`` anew for 0.2 s: the event
+    that announced the feed's last change reaches the app through pub/sub, after the call
+    that made it returned, and installs a new LoadedFeed when it does."""
+    from gateway.state import CATALOG
+
+    deadline = time.monotonic() + within
+    catalog = app[CATALOG]
+    while True:
+        before = catalog.feeds.get(feed_id), catalog.realtime_view(feed_id).revision
+        await asyncio.sleep(0.2)
+        now = catalog.feeds.get(feed_id), catalog.realtime_view(feed_id).revision
+        if (now[0] is before[0] and now[1] == before[1]) or time.monotonic() > deadline:
+            return
+
+
 async def eventually(check: Callable[[], Awaitable[T]], within: float = 2.0) -> T:
     """Changes reach an app through the store's pub/sub: retry an assertion a while."""
     deadline = time.monotonic() + within

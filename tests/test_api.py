@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conftest import GTFS, Gateway
+from conftest import GTFS, Gateway, catalog_settled
 
 from gateway import keys
 from gateway.key_service import create_key
@@ -383,3 +383,32 @@ async def test_feed_list_and_health(caltrain: Gateway) -> None:
     assert static["last_error"] is None
     assert not any(feed["realtime"].get(k) for k in ("trip_updates", "vehicle_positions",
                                                      "alerts"))  # none configured
+
+
+async def test_a_cached_board_goes_with_its_loaded_feed(caltrain: Gateway,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """A board is reused within its second only for the feed object it was rendered from:
+    once the catalog installs the feed anew (a reload, a periodic refresh) it is rendered
+    again, and once the feed is removed the same second answers 404."""
+    import gateway.api
+    from gateway.state import CATALOG
+
+    renders = []
+    render = gateway.api._render_board
+
+    async def counted(*args: Any) -> bytes:
+        renders.append(args)
+        return await render(*args)
+
+    monkeypatch.setattr(gateway.api, "_render_board", counted)
+    await catalog_settled(caltrain.app, "caltrain")
+    assert (await caltrain.get(PA))[0] == 200
+    assert (await caltrain.get(PA))[0] == 200 and len(renders) == 1
+    catalog = caltrain.app[CATALOG]
+    before = catalog.feeds["caltrain"]
+    await catalog.refresh()
+    assert catalog.feeds["caltrain"] is not before  # installed anew, the same data
+    assert (await caltrain.get(PA))[0] == 200 and len(renders) == 2
+    await caltrain.feeds.remove("caltrain")
+    status, body = await caltrain.get(PA)
+    assert (status, body["error"]["code"]) == (404, "feed_not_found")

@@ -31,7 +31,7 @@ import aiohttp
 import orjson
 import pytest
 from aiohttp import web
-from conftest import GTFS, RT, Gateway, eventually
+from conftest import GTFS, RT, Gateway, catalog_settled, eventually
 from google.transit import gtfs_realtime_pb2 as pb
 
 from feeds.errors import FeedError
@@ -811,6 +811,7 @@ async def test_a_board_is_rendered_once_a_second_and_again_when_realtime_changes
         assert resp.status == 200, await resp.text()
         return await resp.read()
 
+    await catalog_settled(live.gw.app, "caltrain")
     first = await board()
     assert await board() == first and len(renders) == 1  # the same second: from the cache
     assert not any(d["realtime"] for d in orjson.loads(first)["departures"])
