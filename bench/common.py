@@ -172,6 +172,8 @@ def run_wrk(binary: list[str], url: str, seconds: int, headers: dict[str, str] |
     out = subprocess.run([*args, url], check=True, capture_output=True, text=True).stdout
     bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     if bad:
+        if script is not None:  # its requests (keys in rotation) cannot be replayed here
+            raise RuntimeError(f"{bad.group(1)} failed responses from {url}:\n{out}")
         raise RuntimeError(f"{bad.group(1)} failed responses from {url}:\n{out}\n"
                            f"a request now answers: {_one_answer(url, headers)}\n"
                            f"a second of the same load now answers: "

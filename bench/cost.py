@@ -18,8 +18,8 @@ each is admitted from a reserve and answered with the board cached for the curre
 the clock fixed, background tasks and the metrics flush not running).
 
 Under callgrind a request takes ~50x longer, so a reserve sized by the key's rate holds fewer
-requests than at full speed; the reserve lifetime is the largest allowed (1.5 s) to keep the
-renewals (two store round trips each) near their real share.
+requests than at full speed (the lifetime is the default and largest allowed, 1 s): renewals
+(two store round trips each) weigh a little more here than at full speed.
 
 valgrind comes from Debian's package (installed with apt-get when missing; it carries
 ``callgrind.h``); the shim is compiled with the system's ``cc``.
