@@ -178,17 +178,22 @@ class Guard:
         month = self._month
         if not month.start <= now < month.end:
             return None  # a new month: ``admit`` moves to it
+        return self._from_reserve(request, known, now, month)  # stored by the wrapper if needed
+
+    def _from_reserve(self, request: web.Request, known: tuple[str, str], now: float,
+                      month: MonthWindow) -> Caller | None:
+        """The next place of the key's reserve, as its caller (not stored in the request), or
+        None: no reserve to take from. A key that expired since the reserve was granted is
+        refused (401) from its verdict, without asking the store, and the reserve ends."""
         key_hash, key_id = known
         taken = self.limiter.take(key_hash, self.tiers.wire, month.name)
         if taken is None:
             return None
         verdict, place = taken  # (the verdict that granted the reserve was checked in full)
         if verdict.expires and self._expires_at(verdict.expires) <= now:
-            # the key expired since: nothing more from the reserve, this request included;
-            # refused (401) without asking the store
-            self.limiter.end_reserve(key_hash, untaken=place)
+            self.limiter.end_reserve(key_hash, untaken=place)  # this request's place too
             return self._verdict(request, key_id, key_hash, verdict, place, now, month)
-        return _admitted(key_id, verdict, place, now, month)  # stored by the wrapper if needed
+        return _admitted(key_id, verdict, place, now, month)
 
     async def admit(self, request: web.Request) -> Caller:
         """Authenticate and count the request; raises 401/429/503 (with headers set)."""
@@ -210,14 +215,10 @@ class Guard:
         month = self._month
         if not month.start <= now < month.end:
             month = self._month = month_window(now)
-        taken = self.limiter.take(key_hash, self.tiers.wire, month.name)
-        if taken is not None:  # counted ahead in this process's reserve (Bearer, ?key=)
-            verdict, place = taken
-            if not verdict.expires or self._expires_at(verdict.expires) > now:
-                caller = request[CALLER] = _admitted(key_id, verdict, place, now, month)
-                return caller
-            self.limiter.end_reserve(key_hash, untaken=place)  # expired: nothing more from it
-            return self._verdict(request, key_id, key_hash, verdict, place, now, month)
+        reserved = self._from_reserve(request, known, now, month)
+        if reserved is not None:  # counted ahead in this process's reserve (Bearer, ?key=)
+            request[CALLER] = reserved
+            return reserved
         if self.limiter.available():
             tiers = self.tiers
             if tiers.stale():
@@ -339,10 +340,7 @@ def set_limit_headers(request: web.Request, response: web.StreamResponse,
         if caller.month_used is None or not limits.per_minute or not limits.per_month:
             headers.update(caller.headers())
         else:  # the common case, formatted in place; added (no handler sets these)
-            month = caller.month
-            policy = (_POLICIES.get((limits.per_minute, limits.per_month, month.name))
-                      or _policy(limits, month))
-            headers.add(RATELIMIT_POLICY, policy)
+            headers.add(RATELIMIT_POLICY, _policy(limits, caller.month))
             headers.add(RATELIMIT, (
                 f'"minute";r={caller.minute_remaining};t={-(-caller.minute_reset_us // US)}, '
                 f'"month";r={max(0, limits.per_month - caller.month_used)};'
