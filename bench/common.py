@@ -68,6 +68,33 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def ensure_tool(command: str, package: str, also: Path | None = None) -> str:
+    """The path of ``command``, installed from Debian's ``package`` with apt-get when it (or
+    the file ``also`` the package ships) is missing."""
+    found = shutil.which(command)
+    if found and (also is None or also.exists()):
+        return found
+    print(f"  installing {package} (apt-get install -y {package})...", file=sys.stderr)
+    install = ["apt-get", "install", "-y", "-q", package]
+    if subprocess.run(install, capture_output=True).returncode != 0:
+        subprocess.run(["apt-get", "update", "-q"], check=True, capture_output=True)
+        subprocess.run(install, check=True, capture_output=True)
+    found = shutil.which(command)
+    if not found:
+        raise RuntimeError(f"{command} is not installed and apt-get could not install it")
+    return found
+
+
+def gateway_env(redis_url: str, clock: str) -> dict[str, str]:
+    """The environment of the gateway processes and CLI calls of a bench: its store, its
+    clock, warnings only, and none of the bench-only switches inherited from the caller."""
+    env = {**os.environ, "REDIS_URL": redis_url, "GATEWAY_LOG_LEVEL": "WARNING",
+           "GATEWAY_CLOCK": clock}
+    for name in ("GATEWAY_BENCH_NO_AUTH", "GATEWAY_METRICS", "PROMETHEUS_MULTIPROC_DIR"):
+        env.pop(name, None)
+    return env
+
+
 def wait_http(url: str, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -40,7 +40,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench.common import ROOT, Row
+from bench.common import ROOT, Row, ensure_tool, gateway_env
 
 N = 2000  # measured requests per server (after as many for warm-up)
 
@@ -52,18 +52,7 @@ void measure_off(void) { CALLGRIND_STOP_INSTRUMENTATION; CALLGRIND_DUMP_STATS; }
 
 
 def ensure_valgrind() -> str:
-    found = shutil.which("valgrind")
-    if found and Path("/usr/include/valgrind/callgrind.h").exists():
-        return found
-    print("  installing valgrind (apt-get install -y valgrind)...", file=sys.stderr)
-    install = ["apt-get", "install", "-y", "-q", "valgrind"]
-    if subprocess.run(install, capture_output=True).returncode != 0:
-        subprocess.run(["apt-get", "update", "-q"], check=True, capture_output=True)
-        subprocess.run(install, check=True, capture_output=True)
-    found = shutil.which("valgrind")
-    if not found:
-        raise RuntimeError("valgrind is not installed and apt-get could not install it")
-    return found
+    return ensure_tool("valgrind", "valgrind", Path("/usr/include/valgrind/callgrind.h"))
 
 
 # --- the child: one server under callgrind ---------------------------------------------------
@@ -225,10 +214,7 @@ def run() -> list[Row]:
                    check=True, capture_output=True)
     store = EmbeddedValkey(tmp / "store")
     url = store.ensure_running()
-    env = {**os.environ, "REDIS_URL": url, "GATEWAY_LOG_LEVEL": "WARNING",
-           "GATEWAY_CLOCK": CLOCK}
-    for name in ("GATEWAY_BENCH_NO_AUTH", "GATEWAY_METRICS", "PROMETHEUS_MULTIPROC_DIR"):
-        env.pop(name, None)
+    env = gateway_env(url, CLOCK)
     try:
         print("  loading wmata-2026.zip...", file=sys.stderr)
         _cli(env, "feeds", "add", "wmata", "--static", str(FEED))

@@ -21,7 +21,6 @@ wrk comes from Debian's package (installed here with apt-get when missing).
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -33,7 +32,9 @@ from bench.common import (
     ROOT,
     Row,
     cpu_pinning,
+    ensure_tool,
     free_port,
+    gateway_env,
     median,
     pin_store_beside_load,
     run_wrk,
@@ -47,18 +48,7 @@ TIER = ("bench", "60000000", "1000000000000")  # per minute, per month: limits n
 
 
 def ensure_wrk() -> str:
-    found = shutil.which("wrk")
-    if found:
-        return found
-    print("  installing wrk (apt-get install -y wrk)...", file=sys.stderr)
-    install = ["apt-get", "install", "-y", "-q", "wrk"]
-    if subprocess.run(install, capture_output=True).returncode != 0:
-        subprocess.run(["apt-get", "update", "-q"], check=True, capture_output=True)
-        subprocess.run(install, check=True, capture_output=True)
-    found = shutil.which("wrk")
-    if not found:
-        raise RuntimeError("wrk is not installed and apt-get could not install it")
-    return found
+    return ensure_tool("wrk", "wrk")
 
 
 def wrk(binary: list[str], url: str, seconds: int, headers: dict[str, str],
@@ -111,9 +101,7 @@ def run(rounds: int = 5, seconds: int = 5) -> list[Row]:
     store = EmbeddedValkey(tmp / "store")
     redis_url = store.ensure_running()
     pin_store_beside_load(redis_url)
-    env = {**os.environ, "REDIS_URL": redis_url, "GATEWAY_LOG_LEVEL": "WARNING",
-           "GATEWAY_CLOCK": CLOCK}
-    env.pop("GATEWAY_BENCH_NO_AUTH", None)
+    env = gateway_env(redis_url, CLOCK)
     servers: list[subprocess.Popen[bytes]] = []
     try:
         _cli(env, "feeds", "add", "caltrain", "--static", str(FEED))

@@ -50,7 +50,6 @@ scheduled behind it (no coordinated omission); the achieved rate is shown next t
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import socket
@@ -71,6 +70,7 @@ from bench.common import (
     cpu_pinning,
     cpu_seconds,
     free_port,
+    gateway_env,
     median,
     pin_store_beside_load,
     run_wrk,
@@ -149,10 +149,7 @@ def run(rounds: int = 7, seconds: int = 3) -> list[Row]:
     tmp = Path(tempfile.mkdtemp(prefix="tg-bench-load-"))
     store = EmbeddedValkey(tmp / "store")
     redis_url = store.ensure_running()
-    env = {**os.environ, "REDIS_URL": redis_url, "GATEWAY_LOG_LEVEL": "WARNING",
-           "GATEWAY_CLOCK": CLOCK}
-    for name in ("GATEWAY_BENCH_NO_AUTH", "GATEWAY_METRICS", "PROMETHEUS_MULTIPROC_DIR"):
-        env.pop(name, None)
+    env = gateway_env(redis_url, CLOCK)
     servers: list[subprocess.Popen[bytes]] = []
     stats = StoreStats(redis_url)
     pin_store_beside_load(redis_url)  # as on a host of its own (see above)
