@@ -69,6 +69,7 @@ class Caller:
     month_seconds_left: int
     source: str  # "store", or "fallback" while the store is down
     retry_after_s: int = 0
+    policy: str = ""  # the RateLimit-Policy value when known ahead ("": made when needed)
 
     def headers(self) -> dict[str, str]:
         headers: dict[str, str] = {}
@@ -322,10 +323,13 @@ def _admitted(key_id: str, verdict: GroupVerdict, place: int, now: float,
     verdict, as if the requests after it in the same call had not come yet."""
     later = verdict.admitted - 1 - place
     limits = verdict.limits
+    policy = verdict.policy
+    if not policy:  # once per verdict: a reserve's verdict serves many requests
+        policy = verdict.policy = _policy(limits, month)
     return Caller(key_id, verdict.kind, verdict.tier, limits, verdict.expires,
                   verdict.remaining + later if limits.per_minute else -1,
                   verdict.reset_us - later * verdict.interval_us, verdict.used - later, month,
-                  math.ceil(month.end - now), "store")
+                  math.ceil(month.end - now), "store", 0, policy)
 
 
 def set_limit_headers(request: web.Request, response: web.StreamResponse,
@@ -337,14 +341,15 @@ def set_limit_headers(request: web.Request, response: web.StreamResponse,
     if caller is not None:
         headers = response.headers
         limits = caller.limits
-        if caller.month_used is None or not limits.per_minute or not limits.per_month:
+        used = caller.month_used
+        if used is None or not limits.per_minute or not limits.per_month:
             headers.update(caller.headers())
         else:  # the common case, formatted in place; added (no handler sets these)
-            headers.add(RATELIMIT_POLICY, _policy(limits, caller.month))
+            left = limits.per_month - used
+            headers.add(RATELIMIT_POLICY, caller.policy or _policy(limits, caller.month))
             headers.add(RATELIMIT, (
                 f'"minute";r={caller.minute_remaining};t={-(-caller.minute_reset_us // US)}, '
-                f'"month";r={max(0, limits.per_month - caller.month_used)};'
-                f"t={caller.month_seconds_left}"))
+                f'"month";r={left if left > 0 else 0};t={caller.month_seconds_left}'))
             if caller.retry_after_s:
                 headers["Retry-After"] = str(caller.retry_after_s)
     elif response.status == 429:

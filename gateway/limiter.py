@@ -283,6 +283,7 @@ class GroupVerdict:
     granted_tat: int = 0  # the GCRA state the call left (store time, us): for a hand-back
     waiting: bool = False  # refused for now: reserves held elsewhere may come back
     remembered: bool = False  # gateway.access noted the key as verified (store-down grace)
+    policy: str = ""  # its RateLimit-Policy value: made once by gateway.access, not per request
 
     @classmethod
     def from_reply(cls, reply: Sequence[Any]) -> GroupVerdict:
