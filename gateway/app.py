@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from aiohttp import web
 
 from feeds.errors import FeedError
-from gateway import api, keys_api, openapi
+from gateway import api, keys_api, openapi, routing
 from gateway.access import CALLER, Guard, require_operator, set_limit_headers
 from gateway.catalog import FeedCatalog
 from gateway.clock import Clock
@@ -123,7 +123,9 @@ def add_routes(app: web.Application, routes: list[web.RouteDef], guard: Guard | 
     """Register ``routes`` in order, each behind ``endpoint`` (aiohttp tries the routes that
     share a path prefix in registration order: the hot ones go first). A /v1 route needs a
     key, except the ones in ``PUBLIC_V1``; the catch-all needs none. ``quick``: by handler,
-    its answer from a cache (see ``endpoint``)."""
+    its answer from a cache (see ``endpoint``). Paths with variables are matched by
+    ``gateway.routing``."""
+    resources: dict[str, routing.QuickDynamicResource] = {}
     for route in routes:
         catch_all = route.handler is unmatched
         keyed = (not catch_all and route.path.startswith("/v1/")
@@ -132,7 +134,8 @@ def add_routes(app: web.Application, routes: list[web.RouteDef], guard: Guard | 
                            RouteMetrics("unmatched" if catch_all else route.path)
                            if measure else None, (quick or {}).get(route.handler))
         app[ENDPOINTS].add(wrapped)
-        app.router.add_routes([web.RouteDef(route.method, route.path, wrapped, route.kwargs)])
+        routing.register(app.router, web.RouteDef(route.method, route.path, wrapped,
+                                                  route.kwargs), resources)
 
 
 async def _refuse_unwrapped_routes(app: web.Application) -> None:
