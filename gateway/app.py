@@ -125,7 +125,6 @@ def add_routes(app: web.Application, routes: list[web.RouteDef], guard: Guard | 
     key, except the ones in ``PUBLIC_V1``; the catch-all needs none. ``quick``: by handler,
     its answer from a cache (see ``endpoint``). Paths with variables are matched by
     ``gateway.routing``."""
-    resources: dict[str, routing.QuickDynamicResource] = {}
     for route in routes:
         catch_all = route.handler is unmatched
         keyed = (not catch_all and route.path.startswith("/v1/")
@@ -135,7 +134,7 @@ def add_routes(app: web.Application, routes: list[web.RouteDef], guard: Guard | 
                            if measure else None, (quick or {}).get(route.handler))
         app[ENDPOINTS].add(wrapped)
         routing.register(app.router, web.RouteDef(route.method, route.path, wrapped,
-                                                  route.kwargs), resources)
+                                                  route.kwargs))
 
 
 async def _refuse_unwrapped_routes(app: web.Application) -> None:

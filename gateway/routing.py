@@ -9,6 +9,8 @@ gives the same variables for ~5k.
 
 from __future__ import annotations
 
+import re
+
 from aiohttp import web
 
 
@@ -28,20 +30,30 @@ class QuickDynamicResource(web.DynamicResource):
         return found
 
 
-def register(router: web.UrlDispatcher, route: web.RouteDef,
-             resources: dict[str, QuickDynamicResource]) -> None:
-    """Add ``route`` as ``router.add_routes`` would (a GET answers HEAD too, unless
-    ``allow_head=False``), on a ``QuickDynamicResource`` when its path has variables (a named
-    route, or one with other options, is left to aiohttp).
-    ``resources``: those made so far, by path (the routes of one path share one)."""
+_VARIABLE = re.compile(r"\{[_a-zA-Z][_a-zA-Z0-9]*\}")  # aiohttp's {name}, no expression
+
+
+def register(router: web.UrlDispatcher, route: web.RouteDef) -> None:
+    """Add ``route`` as ``router.add_routes`` would, on a ``QuickDynamicResource`` when its
+    path has variables and they are all plain ``{name}`` (a custom expression, such as the
+    catch-all's ``{tail:.*}``, may hold optional groups, which aiohttp's match refuses): a GET
+    answers HEAD too unless ``allow_head=False``, and a route joins the last resource added
+    when that has the same path and no name, as with aiohttp. Named routes, other options and
+    other paths are left to aiohttp itself."""
     kwargs = dict(route.kwargs)
-    allow_head = kwargs.pop("allow_head", True)
-    if kwargs.pop("name", None) is not None or kwargs or "{" not in route.path:
+    allow_head = kwargs.pop("allow_head", True) if route.method == "GET" else True
+    path = route.path
+    rest = _VARIABLE.sub("", path)
+    plain = path.startswith("/") and rest != path and "{" not in rest and "}" not in rest
+    if kwargs.pop("name", None) is not None or kwargs or not plain:
         router.add_routes([route])
         return
-    resource = resources.get(route.path)
-    if resource is None:
-        resource = resources[route.path] = QuickDynamicResource(route.path)
+    resources = list(router.resources())
+    last = resources[-1] if resources else None
+    if isinstance(last, web.Resource) and last.name is None and last.raw_match(path):
+        resource: web.Resource = last
+    else:
+        resource = QuickDynamicResource(path)
         router.register_resource(resource)
     if route.method == "GET" and allow_head:
         resource.add_route("HEAD", route.handler)

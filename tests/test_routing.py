@@ -1,5 +1,5 @@
-"""gateway.routing: the quicker match gives aiohttp's own answer for every path, and routes
-registered through it behave as aiohttp's (HEAD with GET, shared paths, the app's routes)."""
+"""gateway.routing: the quicker match gives aiohttp's own answer for every path, and a router
+built through ``routing.register`` resolves every request as one built by aiohttp does."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from aiohttp.test_utils import make_mocked_request
 from aiohttp.web_urldispatcher import DynamicResource
 
 from gateway import routing
@@ -16,6 +17,8 @@ PATTERNS = [
     "/v1/feeds/{feed}/stops/{stop}/departures",
     "/v1/feeds/{feed}",
     "/v1/feeds/{feed}/trips/{trip}",
+    "/a%25b/{x}",  # a "%" in a literal part
+    "/{a}-{b}",
     "/{tail:.*}",
     "/files/{name:[a-z]+}.{ext}",
 ]
@@ -32,6 +35,7 @@ PATHS = [
     "/v1/feeds/",
     "/v1/feeds/wmata/trips/T%2F1",
     "/v1/feeds/Ästa/trips/tåg",
+    "/a%25b/c", "/a%25b/c%25d", "/x-y", "/x%25-y%2F",
     "/files/abc.json",
     "/files/ABC.json",
     "/",
@@ -44,38 +48,67 @@ def test_the_quick_match_is_aiohttps_match(pattern: str) -> None:
     theirs, ours = DynamicResource(pattern), QuickDynamicResource(pattern)
     for path in PATHS:
         assert ours._match(path) == theirs._match(path), (pattern, path)
-    assert ours.canonical == theirs.canonical
-    assert ours.url_for(**dict.fromkeys(theirs._pattern.groupindex, "x")) == theirs.url_for(
-        **dict.fromkeys(theirs._pattern.groupindex, "x"))
 
 
-async def _ok(request: web.Request) -> web.Response:
-    return web.json_response(dict(request.match_info))
+def _handler(name: str) -> Any:
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(text=name)
+
+    handler.__name__ = name
+    return handler
 
 
-async def test_routes_resolve_as_aiohttp_would_register_them(aiohttp_client: Any) -> None:
-    """A GET answers HEAD unless told not to; routes of one path share one resource (so its
-    methods make up one ``Allow``); plain and named routes are left to aiohttp."""
-    app = web.Application()
-    resources: dict[str, QuickDynamicResource] = {}
-    for route in [web.get("/a/{x}", _ok), web.post("/a/{x}", _ok),
-                  web.get("/b/{x}", _ok, allow_head=False), web.get("/c", _ok),
-                  web.get("/d/{x}", _ok, name="named")]:
-        routing.register(app.router, route, resources)
-    kinds = {r.canonical: type(r).__name__ for r in app.router.resources()}
-    assert kinds == {"/a/{x}": "QuickDynamicResource", "/b/{x}": "QuickDynamicResource",
-                     "/c": "PlainResource", "/d/{x}": "DynamicResource"}
-    methods = {(r.method, r.resource.canonical if r.resource else "") for r in
-               app.router.routes()}
-    assert methods == {("HEAD", "/a/{x}"), ("GET", "/a/{x}"), ("POST", "/a/{x}"),
-                       ("GET", "/b/{x}"), ("HEAD", "/c"), ("GET", "/c"), ("HEAD", "/d/{x}"),
-                       ("GET", "/d/{x}")}
-    client = await aiohttp_client(app)
-    resp = await client.get("/a/v%2F1%25")
-    assert resp.status == 200 and await resp.json() == {"x": "v/1%"}
-    assert (await client.head("/a/1")).status == 200
-    resp = await client.put("/a/1")
-    assert resp.status == 405 and set(resp.headers["Allow"].split(",")) == {"GET", "HEAD",
-                                                                            "POST"}
-    assert (await client.head("/b/1")).status == 405
-    assert (await client.get("/b/1/2")).status == 404
+# As in gateway.app: one path's routes registered apart (PATCH/DELETE, later GET), a route
+# whose pattern overlaps another's, plain and named routes, a catch-all with an expression.
+ROUTES = [
+    web.get("/v1/feeds/{feed}/stops/{stop}/departures", _handler("departures")),
+    web.patch("/v1/feeds/{feed}", _handler("patch_feed")),
+    web.delete("/v1/feeds/{feed}", _handler("delete_feed")),
+    web.post("/v1/feeds", _handler("create_feed")),
+    web.get("/v1/feeds/{feed}/trips/{trip}", _handler("trip")),
+    web.post("/v1/feeds/{any:.*}", _handler("overlap")),
+    web.get("/v1/feeds", _handler("list_feeds")),
+    web.get("/v1/feeds/{feed}", _handler("get_feed")),
+    web.post("/v1/feeds/{feed}", _handler("post_feed_after_overlap")),
+    web.get("/v1/keys/{key}", _handler("named"), name="key"),
+    web.get("/v1/nohead/{x}", _handler("nohead"), allow_head=False),
+    web.route("*", "/{tail:.*}", _handler("unmatched")),
+]
+REQUESTS = [p for p in PATHS if p] + [
+    "/v1/feeds", "/v1/feeds/wmata/trips/T1", "/v1/feeds/wmata/x/y", "/v1/keys/abc",
+    "/v1/nohead/1", "/elsewhere"]
+METHODS = ["GET", "HEAD", "POST", "PATCH", "DELETE", "PUT"]
+
+
+async def _resolve(router: web.UrlDispatcher, method: str, path: str) -> tuple[Any, ...]:
+    info = await router.resolve(make_mocked_request(method, path))
+    if info.http_exception is not None:
+        exc = info.http_exception
+        return ("error", exc.status, exc.headers.get("Allow"))
+    return (info.handler.__name__, dict(info))
+
+
+async def test_a_router_built_by_register_resolves_as_aiohttps() -> None:
+    ours, theirs = web.Application().router, web.Application().router
+    for route in ROUTES:
+        routing.register(ours, route)
+    theirs.add_routes(ROUTES)
+    quick = [r.canonical for r in ours.resources() if isinstance(r, QuickDynamicResource)]
+    assert "/v1/feeds/{feed}/stops/{stop}/departures" in quick
+    assert "/{tail:.*}" not in quick and "/v1/keys/{key}" not in quick
+    assert len(list(ours.resources())) == len(list(theirs.resources()))
+    for method in METHODS:
+        for path in REQUESTS:
+            assert await _resolve(ours, method, path) == await _resolve(theirs, method, path), (
+                method, path)
+    # registered before it, the overlapping route answers first, as in aiohttp
+    assert await _resolve(ours, "POST", "/v1/feeds/f") == ("overlap", {"any": "f"})
+
+
+def test_what_aiohttp_refuses_is_refused() -> None:
+    router = web.Application().router
+    with pytest.raises(TypeError):
+        routing.register(router, web.RouteDef("POST", "/a/{x}", _handler("a"),
+                                              {"allow_head": False}))
+    with pytest.raises(ValueError):
+        routing.register(router, web.get("a/{x}", _handler("a")))
