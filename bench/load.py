@@ -46,8 +46,10 @@ p99 at half of peak: open-loop load (``bench/openloop.c``, wrk2-style constant a
 64 connections, one key) at half of that round's measured one-worker keyed peak. Each request
 is scheduled at ``t0 + i/rate`` and timed from then, so a stall delays and counts every request
 scheduled behind it (no coordinated omission); the achieved rate is shown next to it. The
-hello app gets the same arrival rate in the same round (the two in alternating order): what
-the machine's own stalls do to a p99 at that rate, with a server that has more spare time.
+ceiling gets the same test in the same round (half of its own peak of that round; the two in
+alternating order): a host that slows down for a while hits every server at half its peak
+the same way (the backlog and its drain time scale with the rate), so a p99 the hello app
+cannot keep under 10 ms says the host, not the gateway, sets the figure that day.
 """
 
 from __future__ import annotations
@@ -224,9 +226,9 @@ def run(rounds: int = 7, seconds: int = 3) -> list[Row]:
             order = list(reversed(plan)) if i % 2 else plan
             for name, mode, rotate in order:
                 load(name, mode, rotate)
-            half = res["gw1"][-1][0] / 2
-            for name, mode in (("openloop", "gw"), ("openloop_hello", "hello"))[::-1 if i % 2
-                                                                                 else 1]:
+            halves = (("openloop", "gw", res["gw1"][-1][0] / 2),
+                      ("openloop_hello", "hello", res["hello"][-1][0] / 2))
+            for name, mode, half in halves[::-1 if i % 2 else 1]:
                 got = run_openloop(pin_wrk, url(mode), half, seconds,
                                    None if mode == "hello" else headers)
                 print(f"  open loop, {mode} at {half:.0f}/s: " + ", ".join(
@@ -312,8 +314,8 @@ def run(rounds: int = 7, seconds: int = 3) -> list[Row]:
             "target 1", 1.0, "≤ 1"),
         Row("load: p99 at half peak (open loop)", m("openloop", 2), "ms", "target 10 ms", 10.0,
             "< 10 ms"),
-        Row("load: p99 at half peak, hello app same rate", m("openloop_hello", 2), "ms",
-            "keyed departures p99", m("openloop", 2), "(info)"),
+        Row("load: p99 at half peak, the ceiling (hello)", m("openloop_hello", 2), "ms",
+            "target 10 ms", 10.0, "(info)"),
         Row("load: rate achieved by the open-loop run", m("openloop", 0), "req/s", "1 key peak",
             m("gw1", 0), "0.50"),
         Row("load: metrics on, 1 key", m("gw1", 0), "req/s", "GATEWAY_METRICS=0",
