@@ -68,15 +68,14 @@ class Caller:
     month: MonthWindow
     month_seconds_left: int
     source: str  # "store", or "fallback" while the store is down
+    policy: str  # the RateLimit-Policy value of its limits and month ("": no limits)
     retry_after_s: int = 0
-    policy: str = ""  # the RateLimit-Policy value when known ahead ("": made when needed)
 
     def headers(self) -> dict[str, str]:
         headers: dict[str, str] = {}
         limits = self.limits
-        policy = _policy(limits, self.month)
-        if policy:
-            headers["RateLimit-Policy"] = policy
+        if self.policy:
+            headers["RateLimit-Policy"] = self.policy
             if self.month_used is None:  # unknown: report only what is known
                 limits = Limits(limits.per_minute, 0)
             headers["RateLimit"] = ratelimit_header(
@@ -273,7 +272,7 @@ class Guard:
             retry = max(1, month_left)
         request[CALLER] = Caller(key_id, verdict.kind, verdict.tier, limits, verdict.expires,
                                  verdict.remaining, verdict.reset_us, verdict.used, month,
-                                 month_left, "store", retry)
+                                 month_left, "store", _verdict_policy(verdict, month), retry)
         if refusal == RATE_LIMITED:
             raise RateLimited(f"over {limits.per_minute} requests per minute; retry in "
                               f"{retry} s", code="rate_limited")
@@ -308,7 +307,8 @@ class Guard:
         step = self.fallback.check(key_id, limits, time.monotonic_ns() // 1000)
         retry = 0 if step.allowed else max(1, seconds_up(step.retry_after_us))
         caller = Caller(key_id, seen.kind, seen.tier, limits, seen.expires, step.remaining,
-                        step.reset_us, None, month, month.seconds_left(now), "fallback", retry)
+                        step.reset_us, None, month, month.seconds_left(now), "fallback",
+                        _policy(limits, month), retry)
         request[CALLER] = caller
         metrics.decision(seen.tier, "ok" if step.allowed else RATE_LIMITED, "fallback")
         if not step.allowed:
@@ -323,13 +323,18 @@ def _admitted(key_id: str, verdict: GroupVerdict, place: int, now: float,
     verdict, as if the requests after it in the same call had not come yet."""
     later = verdict.admitted - 1 - place
     limits = verdict.limits
-    policy = verdict.policy
-    if not policy:  # once per verdict: a reserve's verdict serves many requests
-        policy = verdict.policy = _policy(limits, month)
     return Caller(key_id, verdict.kind, verdict.tier, limits, verdict.expires,
                   verdict.remaining + later if limits.per_minute else -1,
                   verdict.reset_us - later * verdict.interval_us, verdict.used - later, month,
-                  math.ceil(month.end - now), "store", 0, policy)
+                  math.ceil(month.end - now), "store", _verdict_policy(verdict, month))
+
+
+def _verdict_policy(verdict: GroupVerdict, month: MonthWindow) -> str:
+    """The verdict's RateLimit-Policy, made once per verdict: a reserve's verdict serves
+    every request of the reserve."""
+    if not verdict.policy:
+        verdict.policy = _policy(verdict.limits, month)
+    return verdict.policy
 
 
 def set_limit_headers(request: web.Request, response: web.StreamResponse,
@@ -346,7 +351,7 @@ def set_limit_headers(request: web.Request, response: web.StreamResponse,
             headers.update(caller.headers())
         else:  # the common case, formatted in place; added (no handler sets these)
             left = limits.per_month - used
-            headers.add(RATELIMIT_POLICY, caller.policy or _policy(limits, caller.month))
+            headers.add(RATELIMIT_POLICY, caller.policy)
             headers.add(RATELIMIT, (
                 f'"minute";r={caller.minute_remaining};t={-(-caller.minute_reset_us // US)}, '
                 f'"month";r={left if left > 0 else 0};t={caller.month_seconds_left}'))
