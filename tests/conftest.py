@@ -48,6 +48,23 @@ async def catalog_settled(app: Any, feed_id: str, within: float = 5.0) -> None:
             return
 
 
+@pytest.fixture
+def board_renders(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, ...]]:
+    """The arguments of every departure board rendered from here on (``gateway.api``), to
+    tell a rendered board from a cached one."""
+    import gateway.api
+
+    renders: list[tuple[Any, ...]] = []
+    render = gateway.api._render_board
+
+    async def counted(*args: Any) -> bytes:
+        renders.append(args)
+        return await render(*args)
+
+    monkeypatch.setattr(gateway.api, "_render_board", counted)
+    return renders
+
+
 async def eventually(check: Callable[[], Awaitable[T]], within: float = 2.0) -> T:
     """Changes reach an app through the store's pub/sub: retry an assertion a while."""
     deadline = time.monotonic() + within

@@ -385,22 +385,14 @@ async def test_feed_list_and_health(caltrain: Gateway) -> None:
                                                      "alerts"))  # none configured
 
 
-async def test_a_cached_board_goes_with_its_loaded_feed(caltrain: Gateway,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_cached_board_goes_with_its_loaded_feed(
+        caltrain: Gateway, board_renders: list[tuple[Any, ...]]) -> None:
     """A board is reused within its second only for the feed object it was rendered from:
     once the catalog installs the feed anew (a reload, a periodic refresh) it is rendered
     again, and once the feed is removed the same second answers 404."""
-    import gateway.api
     from gateway.state import CATALOG
 
-    renders = []
-    render = gateway.api._render_board
-
-    async def counted(*args: Any) -> bytes:
-        renders.append(args)
-        return await render(*args)
-
-    monkeypatch.setattr(gateway.api, "_render_board", counted)
+    renders = board_renders
     await catalog_settled(caltrain.app, "caltrain")
     assert (await caltrain.get(PA))[0] == 200
     assert (await caltrain.get(PA))[0] == 200 and len(renders) == 1

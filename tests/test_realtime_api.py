@@ -790,21 +790,12 @@ async def push_only(gateway: Gateway) -> RtGateway:
 
 
 async def test_a_board_is_rendered_once_a_second_and_again_when_realtime_changes(
-        push_only: RtGateway, monkeypatch: pytest.MonkeyPatch) -> None:
+        push_only: RtGateway, board_renders: list[tuple[Any, ...]]) -> None:
     """Departure boards are cached per request target for the current second
     (``gateway.state.BoardCache``): a second request in the same second is answered with the
     same bytes without rendering, a realtime change renders anew within that second, and so
     does the next second."""
-    import gateway.api
-
-    live, renders = push_only, []
-    render = gateway.api._render_board
-
-    async def counted(*args: Any) -> bytes:
-        renders.append(args)
-        return await render(*args)
-
-    monkeypatch.setattr(gateway.api, "_render_board", counted)
+    live, renders = push_only, board_renders
 
     async def board() -> bytes:
         resp = await live.gw.client.get(PA, headers={"X-API-Key": live.key})
