@@ -123,18 +123,18 @@ async def _child(mode: str, n: int, shim: str | None) -> dict[str, Any]:
         app.router.add_get("/", hello)
         app.router.add_get("/v1/feeds/{feed}/stops/{stop}/departures", hello)
     else:
-        import gateway.http_metrics
-        from gateway.app import build_app
-        from gateway.catalog import FeedCatalog
+        import gateway.observability.request_metrics
+        from gateway.cli.run import settle_heap
         from gateway.clock import FixedClock, parse_instant
-        from gateway.server import settle_heap
+        from gateway.http.app import build_app
+        from gateway.http.appkeys import CATALOG
+        from gateway.replica.feeds import FeedCatalog
         from gateway.settings import MAX_RESERVE_SECONDS, Settings
-        from gateway.state import CATALOG
-        from gateway.store import Store
+        from gateway.store.store import Store
 
         # The metrics flush runs once a second of wall time; under callgrind a second holds
         # ~50x fewer requests, so it would weigh ~50x more per request than at full speed.
-        gateway.http_metrics.FLUSH_SECONDS = 50.0
+        gateway.observability.request_metrics.FLUSH_SECONDS = 50.0
         settings = dataclasses.replace(Settings.from_env(), reserve_seconds=MAX_RESERVE_SECONDS,
                                        metrics=mode == "gateway")
         store = await Store.connect(os.environ["REDIS_URL"])
@@ -204,7 +204,7 @@ def _measure(valgrind: str, shim: Path, mode: str, env: dict[str, str], tmp: Pat
 def run() -> list[Row]:
     from bench.keys import _cli, _make_keys
     from bench.load import CLOCK, FEED, TIER
-    from gateway.embedded import EmbeddedValkey
+    from gateway.store.embedded import EmbeddedValkey
 
     valgrind = ensure_valgrind()
     tmp = Path(tempfile.mkdtemp(prefix="tg-bench-cost-"))
@@ -250,11 +250,11 @@ async def _board(url: str, key: str) -> bytes:
     from aiohttp.test_utils import TestClient, TestServer
 
     from bench.load import CLOCK, PATH
-    from gateway.app import build_app
     from gateway.clock import FixedClock, parse_instant
+    from gateway.http.app import build_app
+    from gateway.http.appkeys import CATALOG
     from gateway.settings import Settings
-    from gateway.state import CATALOG
-    from gateway.store import Store
+    from gateway.store.store import Store
 
     store = await Store.connect(url)
     app = build_app(Settings.from_env({}), store, FixedClock(parse_instant(CLOCK)),

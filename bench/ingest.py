@@ -28,7 +28,7 @@ BOARD_TIME = "2026-05-05T08:00:00-04:00"
 
 
 def child_read_feed() -> None:
-    from feeds.gtfs_reader import read_gtfs
+    from feeds.static.reader import read_gtfs
 
     base = maxrss_mib()
     t = time.perf_counter()
@@ -40,10 +40,10 @@ def child_read_feed() -> None:
 
 def child_ingest(redis_url: str, api: str, key: str, feed_id: str) -> None:
     from gateway.clock import SystemClock
-    from gateway.feed_config import FeedConfig
-    from gateway.feed_service import FeedService
+    from gateway.ingest.feed_config import FeedConfig
+    from gateway.ingest.feed_service import FeedService
     from gateway.settings import Settings
-    from gateway.store import Store
+    from gateway.store.store import Store
 
     async def main() -> dict[str, float]:
         store = await Store.connect(redis_url)
@@ -75,7 +75,7 @@ def _board_ready(url: str) -> bool:
 
 
 def run(rounds: int = 5) -> list[Row]:
-    from gateway.embedded import EmbeddedValkey
+    from gateway.store.embedded import EmbeddedValkey
 
     tmp = Path(tempfile.mkdtemp(prefix="tg-bench-ingest-"))
     store = EmbeddedValkey(tmp / "store")

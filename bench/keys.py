@@ -70,9 +70,9 @@ def _rotation_script(path: Path, keys: list[str]) -> Path:
 def _make_keys(redis_url: str, n: int) -> list[str]:
     import asyncio
 
+    from gateway.access.key_issuing import create_key
     from gateway.clock import SystemClock
-    from gateway.key_service import create_key
-    from gateway.store import Store
+    from gateway.store.store import Store
 
     async def make() -> list[str]:
         store = await Store.connect(redis_url)
@@ -93,7 +93,7 @@ def _cli(env: dict[str, str], *args: str) -> str:
 
 
 def run(rounds: int = 5, seconds: int = 5) -> list[Row]:
-    from gateway.embedded import EmbeddedValkey
+    from gateway.store.embedded import EmbeddedValkey
 
     pin_server, pin_wrk = cpu_pinning()
     binary = [*pin_wrk, ensure_wrk()]

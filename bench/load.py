@@ -22,8 +22,8 @@ Load: ``wrk -t1 -c32 --latency``; departures of WMATA's Metro Center (``STN_A01_
 with its platforms) at 2026-05-05 08:00 (``GATEWAY_CLOCK``), ``limit=50``, on a tier whose
 limits are never reached (every request is authenticated, checked and counted). One key on every
 request, or 100 keys in rotation (a wrk Lua script). Both are keys the gateway sees often, so
-most requests are admitted from reserves counted ahead in the store (``gateway.limiter``); the
-store commands per request show how rarely it is asked.
+most requests are admitted from reserves counted ahead in the store (``gateway.access.limiter``);
+the store commands per request show how rarely it is asked.
 
 Store commands per request: Valkey counts the commands a Lua script runs (``redis.call``) in
 ``INFO commandstats``, in ``total_commands_processed`` and in a client's ``tot-cmds`` alike, so
@@ -144,7 +144,7 @@ class StoreStats:
 
 
 def run(rounds: int = 7, seconds: int = 3) -> list[Row]:
-    from gateway.embedded import EmbeddedValkey
+    from gateway.store.embedded import EmbeddedValkey
 
     wrk_bin = ensure_wrk()
     ensure_openloop()

@@ -30,7 +30,7 @@ PEAK = "2026-05-05T08:00:00-04:00"
 
 
 def decode_rows(rounds: int = 7) -> list[Row]:
-    from feeds.rt_decode import decode, entity_trip_updates
+    from feeds.realtime.decode import decode, entity_trip_updates
 
     body = MTA_BUS.read_bytes()
     bare: list[float] = []
@@ -59,7 +59,7 @@ def snapshot(index: Any, trips: list[tuple[int, int]], delays: dict[int, int],
     """A FULL_DATASET FeedMessage: each trip's stops from ``cutoff`` on, times = schedule+delay.
 
     Both snapshots use the same cutoff, so exactly the trips whose delay changed differ."""
-    from feeds.gtfs_time import service_day_origin
+    from feeds.schedule.service_time import service_day_origin
 
     msg = pb.FeedMessage()
     msg.header.gtfs_realtime_version = "2.0"
@@ -86,7 +86,7 @@ def snapshot(index: Any, trips: list[tuple[int, int]], delays: dict[int, int],
 
 def running_trips(index: Any, now: int, hour: int = 3600) -> list[tuple[int, int]]:
     """Trip instances running at any moment of [now, now + hour): "active at a peak hour"."""
-    from feeds.gtfs_time import local_date_ordinal, service_day_origin
+    from feeds.schedule.service_time import local_date_ordinal, service_day_origin
 
     st = index.stop_times
     out = []
@@ -108,11 +108,11 @@ def running_trips(index: Any, now: int, hour: int = 3600) -> list[tuple[int, int
 
 
 async def _merge_rounds(rounds: int) -> tuple[list[float], list[float], dict[str, Any]]:
-    from feeds.ingest import build_static
+    from feeds.static.pipeline import build_static
     from gateway.clock import FixedClock
-    from gateway.embedded import EmbeddedValkey
-    from gateway.realtime import RealtimeFeed
-    from gateway.store import Store
+    from gateway.ingest.realtime_feed import RealtimeFeed
+    from gateway.store.embedded import EmbeddedValkey
+    from gateway.store.store import Store
 
     index = build_static(WMATA, "wmata", "v").index
     now = int(dt.datetime.fromisoformat(PEAK).timestamp())

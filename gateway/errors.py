@@ -1,5 +1,5 @@
 """API errors: a small typed tree, mapped to HTTP status + stable code in one place (the
-endpoint wrapper of ``gateway.app``).
+endpoint wrapper of ``gateway.http.app``).
 
     ApiError
     ├── BadRequest          400  bad_parameter, invalid_json, invalid_feed_config, ...

@@ -61,7 +61,7 @@ class Settings:
     reserve_seconds: float = 1.0
     """GATEWAY_RESERVE_SECONDS: a key this process sees often (8 requests a second or more)
     is counted ahead in blocks that last this long, far from its limits only
-    (``gateway.limiter``); revocation reaches such a key within it. 0 checks every request
+    (``gateway.access.limiter``); revocation reaches such a key within it. 0 checks every request
     with the store; at most ``MAX_RESERVE_SECONDS``."""
     tier_cache_seconds: float = 5.0
     """GATEWAY_TIER_CACHE_SECONDS: how long a process uses its copy of the tier table."""

@@ -14,15 +14,15 @@ from typing import Any, TypeVar
 import pytest
 from aiohttp.test_utils import TestClient
 
-from gateway.app import build_app
+from gateway.access.key_issuing import create_key
 from gateway.clock import FixedClock, parse_instant
-from gateway.embedded import EmbeddedValkey
-from gateway.feed_config import FeedConfig
-from gateway.feed_service import FeedService, IngestResult
-from gateway.key_service import create_key
+from gateway.http.app import build_app
+from gateway.http.appkeys import CATALOG, FEEDS
+from gateway.ingest.feed_config import FeedConfig
+from gateway.ingest.feed_service import FeedService, IngestResult
 from gateway.settings import Settings
-from gateway.state import CATALOG, FEEDS
-from gateway.store import Store
+from gateway.store.embedded import EmbeddedValkey
+from gateway.store.store import Store
 
 FIXTURES = Path(__file__).parent / "fixtures"
 GTFS = FIXTURES / "gtfs"
@@ -36,7 +36,7 @@ async def catalog_settled(app: Any, feed_id: str, within: float = 5.0) -> None:
     """Until the app's catalog has stopped installing ``feed_id`` anew for 0.2 s: the event
     that announced the feed's last change reaches the app through pub/sub, after the call
     that made it returned, and installs a new LoadedFeed when it does."""
-    from gateway.state import CATALOG
+    from gateway.http.appkeys import CATALOG
 
     deadline = time.monotonic() + within
     catalog = app[CATALOG]
@@ -50,18 +50,18 @@ async def catalog_settled(app: Any, feed_id: str, within: float = 5.0) -> None:
 
 @pytest.fixture
 def board_renders(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, ...]]:
-    """The arguments of every departure board rendered from here on (``gateway.api``), to
+    """The arguments of every departure board rendered from here on (``gateway.http.handlers``), to
     tell a rendered board from a cached one."""
-    import gateway.api
+    import gateway.http.handlers
 
     renders: list[tuple[Any, ...]] = []
-    render = gateway.api._render_board
+    render = gateway.http.handlers._render_board
 
     async def counted(*args: Any) -> bytes:
         renders.append(args)
         return await render(*args)
 
-    monkeypatch.setattr(gateway.api, "_render_board", counted)
+    monkeypatch.setattr(gateway.http.handlers, "_render_board", counted)
     return renders
 
 

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from conftest import GTFS, Gateway, catalog_settled
 
-from gateway import keys
-from gateway.key_service import create_key
+from gateway.access import keys
+from gateway.access.key_issuing import create_key
 
 PA = "/v1/feeds/caltrain/stops/palo_alto/departures"
 NOW = "2023-11-07T17:05:00-08:00"
@@ -390,7 +390,7 @@ async def test_a_cached_board_goes_with_its_loaded_feed(
     """A board is reused within its second only for the feed object it was rendered from:
     once the catalog installs the feed anew (a reload, a periodic refresh) it is rendered
     again, and once the feed is removed the same second answers 404."""
-    from gateway.state import CATALOG
+    from gateway.http.appkeys import CATALOG
 
     renders = board_renders
     await catalog_settled(caltrain.app, "caltrain")

@@ -17,8 +17,8 @@ from typing import Any
 
 from conftest import EDGE_GTFS, GTFS
 
-from gateway import keys
-from gateway.embedded import socket_path_for
+from gateway.access import keys
+from gateway.store.embedded import socket_path_for
 
 CLOCK = "2023-11-07T17:05:00-08:00"
 CALTRAIN = GTFS / "caltrain-2023.zip"

@@ -20,22 +20,22 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from feeds.board import ScheduledDeparture, scheduled_departures
-from feeds.calendar import CalendarException, CalendarRule, ServiceCalendar
-from feeds.codec import MAGIC, CodecError, decode_index, encode_index
-from feeds.gtfs_time import (
+from feeds.schedule.board import ScheduledDeparture, scheduled_departures
+from feeds.schedule.calendar import CalendarException, CalendarRule, ServiceCalendar
+from feeds.schedule.codec import MAGIC, CodecError, decode_index, encode_index
+from feeds.schedule.index import ScheduleIndex
+from feeds.schedule.service_time import (
     NO_TIME,
     local_date_ordinal,
     parse_gtfs_date,
     parse_time,
     service_day_origin,
 )
-from feeds.ingest import StaticBuild, build_static
-from feeds.schedule import ScheduleIndex
-from feeds.stops_search import StopSearch, fold
-from gateway import keys
+from feeds.schedule.stop_search import StopSearch, fold
+from feeds.static.pipeline import StaticBuild, build_static
+from gateway.access import keys
 from gateway.errors import BadRequest
-from gateway.feed_config import FeedConfig, parse_header
+from gateway.ingest.feed_config import FeedConfig, parse_header
 
 GTFS = Path(__file__).parent / "fixtures" / "gtfs"
 LA = "America/Los_Angeles"

@@ -6,8 +6,8 @@ import re
 
 from conftest import GTFS, RT, Gateway
 
-from gateway.realtime import RealtimeFeed
-from gateway.state import CATALOG
+from gateway.http.appkeys import CATALOG
+from gateway.ingest.realtime_feed import RealtimeFeed
 
 
 def _value(text: str, name: str, **labels: str) -> float:

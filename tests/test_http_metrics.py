@@ -12,11 +12,15 @@ from typing import Any
 
 from conftest import GTFS, Gateway
 
-from gateway.app import build_app
 from gateway.clock import SystemClock
-from gateway.http_metrics import HTTP_METRICS, RESPONSE_BYTES, prepare_multiprocess_dir
+from gateway.http.app import build_app
+from gateway.observability.request_metrics import (
+    HTTP_METRICS,
+    RESPONSE_BYTES,
+    prepare_multiprocess_dir,
+)
 from gateway.settings import Settings
-from gateway.store import Store
+from gateway.store.store import Store
 
 ROUTE = "/v1/feeds/{feed}/stops/{stop}/departures"
 
@@ -60,10 +64,10 @@ def test_multiprocess_collection(tmp_path: Path, monkeypatch: Any) -> None:
     assert prepare_multiprocess_dir() == tmp_path / "prom"
     assert not (tmp_path / "prom" / "stale.db").exists()
     child = (
-        "from gateway.http_metrics import REQUEST_SECONDS\n"
+        "from gateway.observability.request_metrics import REQUEST_SECONDS\n"
         "REQUEST_SECONDS.labels('/x', 'GET', '200').observe(0.001)\n"
         "import sys\n"
-        "from gateway.metrics import _exposition\n"
+        "from gateway.observability.metrics import _exposition\n"
         "sys.stdout.write(_exposition().decode())\n"
     )
     env = {**os.environ}
@@ -75,7 +79,7 @@ def test_multiprocess_collection(tmp_path: Path, monkeypatch: Any) -> None:
 
 def test_flushed_buckets_match_prometheus_observe() -> None:
     """The per-request counting + flush gives the same bucket counts as Histogram.observe."""
-    from gateway.http_metrics import BOUNDS, REQUEST_SECONDS, _Series
+    from gateway.observability.request_metrics import BOUNDS, REQUEST_SECONDS, _Series
 
     local = REQUEST_SECONDS.labels("/test/flush", "GET", "200")
     reference = REQUEST_SECONDS.labels("/test/observe", "GET", "200")

@@ -13,12 +13,12 @@ from aiohttp.test_utils import TestClient
 from conftest import GTFS
 
 from gateway import cli
-from gateway.access import require_operator
-from gateway.app import build_app
+from gateway.access.guard import require_operator
+from gateway.access.key_issuing import create_key
 from gateway.clock import FixedClock, parse_instant
-from gateway.key_service import create_key
+from gateway.http.app import build_app
 from gateway.settings import Settings
-from gateway.store import Store
+from gateway.store.store import Store
 
 NOW = "2023-11-07T17:05:00-08:00"
 CALTRAIN = str(GTFS / "caltrain-2023.zip")
@@ -102,9 +102,9 @@ async def test_bad_feed_bodies(store: Store, aiohttp_client: Any, body: bytes, s
 async def test_require_operator_helper(store: Store, aiohttp_client: Any) -> None:
     from aiohttp import web
 
-    from gateway.app import add_routes
-    from gateway.keys_api import GUARD
-    from gateway.state import json_response
+    from gateway.http.app import add_routes
+    from gateway.http.appkeys import json_response
+    from gateway.http.key_routes import GUARD
 
     async def secret(request: web.Request) -> web.Response:
         return json_response({"by": require_operator(request).key_id})

@@ -10,14 +10,14 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from gateway.app import build_app
+from gateway.access.events import create_event
+from gateway.access.key_issuing import create_key
+from gateway.access.keys import key_id_of
+from gateway.access.tiers import set_tier
 from gateway.clock import FixedClock, parse_instant
-from gateway.events_service import create_event
-from gateway.key_service import create_key
-from gateway.keys import key_id_of
+from gateway.http.app import build_app
 from gateway.settings import Settings
-from gateway.store import Store
-from gateway.tiers import set_tier
+from gateway.store.store import Store
 
 NOW = "2023-11-07T17:05:00-08:00"
 
@@ -223,7 +223,7 @@ def test_client_ip(peer: str | None, forwarded: str | None, trusted: list[str],
                    want: str) -> None:
     import ipaddress
 
-    from gateway.signup import client_ip
+    from gateway.access.signup import client_ip
 
     nets = [ipaddress.ip_network(t) for t in trusted]
     assert client_ip(peer, forwarded, nets) == want

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.limiter import CircuitBreaker, GroupVerdict
-from gateway.ratelimit import (
+from gateway.access.limiter import CircuitBreaker, GroupVerdict
+from gateway.access.limits import (
     MINUTE_US,
     OK,
     QUOTA_EXCEEDED,
@@ -28,7 +28,7 @@ from gateway.ratelimit import (
     reserve_size,
     seconds_up,
 )
-from gateway.tiers import DEFAULT_TIERS, wire_table
+from gateway.access.tiers import DEFAULT_TIERS, wire_table
 
 T0 = 1_700_000_000_000_000  # microseconds
 

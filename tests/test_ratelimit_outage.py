@@ -17,13 +17,13 @@ from pathlib import Path
 import orjson
 from gwprocs import GatewayProcess, get, start_gateways
 
+from gateway.access.key_issuing import create_key
+from gateway.access.keys import key_hash
+from gateway.access.limiter import RESERVE_SECONDS
+from gateway.access.tiers import set_tier
 from gateway.clock import SystemClock
-from gateway.embedded import EmbeddedValkey
-from gateway.key_service import create_key
-from gateway.keys import key_hash
-from gateway.limiter import RESERVE_SECONDS
-from gateway.store import Store
-from gateway.tiers import set_tier
+from gateway.store.embedded import EmbeddedValkey
+from gateway.store.store import Store
 
 
 async def test_store_killed_mid_load(tmp_path: Path) -> None:

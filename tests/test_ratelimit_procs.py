@@ -19,11 +19,11 @@ import orjson
 import pytest
 from gwprocs import ROOT, GatewayProcess, burst, get, iso_in, start_gateways
 
-from gateway import keys
+from gateway.access import keys
+from gateway.access.key_issuing import create_key
+from gateway.access.tiers import set_tier
 from gateway.clock import SystemClock
-from gateway.key_service import create_key
-from gateway.store import Store
-from gateway.tiers import set_tier
+from gateway.store.store import Store
 
 
 def _next_month_iso() -> str:

@@ -11,13 +11,13 @@ from typing import Any
 
 import pytest
 
+from gateway.access.key_issuing import create_key
+from gateway.access.keys import KeyRecord, key_hash, key_id_of
+from gateway.access.limiter import KeyLimiter
+from gateway.access.limits import OK, QUOTA_EXCEEDED, month_window
+from gateway.access.tiers import DEFAULT_TIERS, Limits, set_tier, wire_table
 from gateway.clock import FixedClock, parse_instant
-from gateway.key_service import create_key
-from gateway.keys import KeyRecord, key_hash, key_id_of
-from gateway.limiter import KeyLimiter
-from gateway.ratelimit import OK, QUOTA_EXCEEDED, month_window
-from gateway.store import Store, key_gcra_key, key_held_key, key_month_key
-from gateway.tiers import DEFAULT_TIERS, Limits, set_tier, wire_table
+from gateway.store.store import Store, key_gcra_key, key_held_key, key_month_key
 from tests.test_ratelimit_store import _evalsha_calls
 
 NOW = parse_instant("2023-11-07T17:05:00-08:00")
@@ -219,7 +219,7 @@ async def test_a_reserve_of_a_dead_process_stops_counting_at_its_hold_time(
         assert (await burst(limiter, key, 1, tier))[0][0] == QUOTA_EXCEEDED
         assert 0.3 < time.monotonic() - started < 1.5
         await store.client.zadd(held, {"dead:2": (seconds + 3600) * 1_000_000})
-        monkeypatch.setattr("gateway.limiter.WAIT_LIMIT_S", 0.2)
+        monkeypatch.setattr("gateway.access.limiter.WAIT_LIMIT_S", 0.2)
         started = time.monotonic()
         assert (await burst(limiter, key, 1, tier))[0][0] == QUOTA_EXCEEDED
         assert 0.2 <= time.monotonic() - started < 1.0
@@ -233,10 +233,10 @@ async def test_a_key_served_from_a_reserve_expires_on_time(store: Store, tier: s
     and the reserve goes back whole (the refused request is not counted)."""
     from aiohttp.test_utils import make_mocked_request
 
-    from gateway.access import Guard
+    from gateway.access.guard import Guard
+    from gateway.access.tiers import TierCache
     from gateway.errors import Unauthorized
     from gateway.settings import Settings
-    from gateway.tiers import TierCache
 
     clock = FixedClock(NOW)
     key, _ = await new_key(store, "t@example.org", "big", expires=NOW + 60)

@@ -12,14 +12,14 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
+from gateway.access.key_issuing import create_key
+from gateway.access.keys import generate_key, key_hash, key_id_of
+from gateway.access.limiter import Check, KeyLimiter, _CheckGroup, _KeyWire, _Wire
+from gateway.access.limits import month_window
+from gateway.access.tiers import DEFAULT_TIERS, Limits, set_tier, wire_table
 from gateway.clock import FixedClock, parse_instant
 from gateway.errors import StoreUnavailable
-from gateway.key_service import create_key
-from gateway.keys import generate_key, key_hash, key_id_of
-from gateway.limiter import Check, KeyLimiter, _CheckGroup, _KeyWire, _Wire
-from gateway.ratelimit import month_window
-from gateway.store import Store, key_gcra_key
-from gateway.tiers import DEFAULT_TIERS, Limits, set_tier, wire_table
+from gateway.store.store import Store, key_gcra_key
 
 NOW = parse_instant("2023-11-07T17:05:00-08:00")
 

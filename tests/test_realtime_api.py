@@ -35,15 +35,15 @@ from conftest import GTFS, RT, Gateway, catalog_settled, eventually
 from google.transit import gtfs_realtime_pb2 as pb
 
 from feeds.errors import FeedError
-from feeds.rt_fetch import fetch_realtime
-from feeds.schedule import ScheduleIndex
+from feeds.schedule.index import ScheduleIndex
+from gateway.access.key_issuing import create_key
 from gateway.clock import FixedClock, parse_instant
-from gateway.feed_service import iso_utc
-from gateway.key_service import create_key
-from gateway.realtime import Poller, RealtimeFeed
-from gateway.replay import ReplayServer
+from gateway.http.appkeys import CATALOG, POLLERS
+from gateway.ingest.feed_service import iso_utc
+from gateway.ingest.realtime_feed import Poller, RealtimeFeed
+from gateway.ingest.realtime_fetch import fetch_realtime
+from gateway.ingest.replay import ReplayServer
 from gateway.settings import Settings
-from gateway.state import CATALOG, POLLERS
 
 TZ = ZoneInfo("America/Los_Angeles")
 ORIGIN = dt.datetime(2023, 11, 7, tzinfo=TZ).timestamp()  # service day 2023-11-07, 00:00 PST
@@ -792,7 +792,7 @@ async def push_only(gateway: Gateway) -> RtGateway:
 async def test_a_board_is_rendered_once_a_second_and_again_when_realtime_changes(
         push_only: RtGateway, board_renders: list[tuple[Any, ...]]) -> None:
     """Departure boards are cached per request target for the current second
-    (``gateway.state.BoardCache``): a second request in the same second is answered with the
+    (``gateway.http.appkeys.BoardCache``): a second request in the same second is answered with the
     same bytes without rendering, a realtime change renders anew within that second, and so
     does the next second."""
     live, renders = push_only, board_renders

@@ -1,9 +1,9 @@
 """Realtime polling against a misbehaving feed server (a real aiohttp server on 127.0.0.1).
 
-Every fault is met twice: by ``feeds.rt_fetch.fetch_realtime`` alone (cut-off time, memory,
-error code), and by ``gateway.realtime.Poller.poll_once`` inside a running gateway over a real
-store, where the last good Caltrain capture must keep serving after the failure and must be
-reported stale (and dropped from the boards) once it is older than 90 s.
+Every fault is met twice: by ``gateway.ingest.realtime_fetch.fetch_realtime`` alone (cut-off time,
+memory, error code), and by ``gateway.ingest.realtime_feed.Poller.poll_once`` inside a running
+gateway over a real store, where the last good Caltrain capture must keep serving after the failure
+and must be reported stale (and dropped from the boards) once it is older than 90 s.
 
 Facts about the fixtures used here (read with protobuf and csv, not with the production code):
 ``rt/caltrain/trip-updates-2023-11-07.pb`` is a FULL_DATASET of 19 trip updates whose header
@@ -37,11 +37,11 @@ from conftest import GTFS, RT, Gateway, eventually
 from google.transit import gtfs_realtime_pb2 as pb
 
 from feeds.errors import FeedError
-from feeds.rt_fetch import fetch_realtime
-from gateway.key_service import create_key
-from gateway.realtime import MAX_BACKOFF_S, Poller, RealtimeFeed
+from gateway.access.key_issuing import create_key
+from gateway.http.appkeys import CATALOG
+from gateway.ingest.realtime_feed import MAX_BACKOFF_S, Poller, RealtimeFeed
+from gateway.ingest.realtime_fetch import fetch_realtime
 from gateway.settings import Settings
-from gateway.state import CATALOG
 
 CAPTURE = (RT / "caltrain" / "trip-updates-2023-11-07.pb").read_bytes()
 HEADER_TS = 1699405534  # the capture's header timestamp (checked in test_capture_facts)

@@ -27,10 +27,9 @@ from google.protobuf import json_format
 from google.transit import gtfs_realtime_pb2 as pb
 from reference.rt_reference import RefStop, expected_stops, load_static, origin
 
-from feeds.ingest import build_static
-from feeds.rt_alerts import AlertIndex, alert_json
-from feeds.rt_board import BoardEntry, realtime_board
-from feeds.rt_decode import (
+from feeds.realtime.alerts import AlertIndex, alert_json
+from feeds.realtime.board import BoardEntry, realtime_board
+from feeds.realtime.decode import (
     RealtimeRejected,
     check_header,
     decode,
@@ -38,11 +37,12 @@ from feeds.rt_decode import (
     parse_message,
     to_snapshot,
 )
-from feeds.rt_merge import MergeResult, StopRealtime, merge_trip_updates, propagate
-from feeds.rt_model import FeedSnapshot, StopTimeEvent, StopTimeUpdate
-from feeds.rt_overlay import K_TRIP, build_overlays, decode_overlay
-from feeds.rt_vehicles import process_vehicles
-from feeds.schedule import ScheduleIndex
+from feeds.realtime.merge import MergeResult, StopRealtime, merge_trip_updates, propagate
+from feeds.realtime.model import FeedSnapshot, StopTimeEvent, StopTimeUpdate
+from feeds.realtime.overlay import K_TRIP, build_overlays, decode_overlay
+from feeds.realtime.vehicles import process_vehicles
+from feeds.schedule.index import ScheduleIndex
+from feeds.static.pipeline import build_static
 
 FIXTURES = Path(__file__).parent / "fixtures"
 GTFS = FIXTURES / "gtfs"

@@ -1,4 +1,4 @@
-"""The limiter's own RESP connection (``gateway.resp``) against real stores: pipelined replies
+"""The limiter's own RESP connection (``gateway.store.resp``) against real stores: pipelined replies
 in order, error replies as values, AUTH and SELECT, the per-send deadline, a lost connection."""
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from redis.exceptions import ConnectionError as StoreConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as StoreTimeout
 
-from gateway.embedded import EmbeddedValkey
-from gateway.resp import Address, RespConnection, address_of, pack
-from gateway.store import Store
+from gateway.store.embedded import EmbeddedValkey
+from gateway.store.resp import Address, RespConnection, address_of, pack
+from gateway.store.store import Store
 
 
 def address(store: Store) -> Address:

@@ -1,4 +1,4 @@
-"""gateway.routing: the quicker match gives aiohttp's own answer for every path, and a router
+"""gateway.http.routing: the quicker match gives aiohttp's own answer for every path, and a router
 built through ``routing.register`` resolves every request as one built by aiohttp does."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 from aiohttp.web_urldispatcher import DynamicResource
 
-from gateway import routing
-from gateway.routing import QuickDynamicResource
+from gateway.http import routing
+from gateway.http.routing import QuickDynamicResource
 
 PATTERNS = [
     "/v1/feeds/{feed}/stops/{stop}/departures",

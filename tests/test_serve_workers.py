@@ -38,10 +38,10 @@ from conftest import GTFS, eventually
 from gwprocs import ROOT, Reply, free_port, get
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from gateway.access.key_issuing import create_key
+from gateway.access.tiers import set_tier
 from gateway.clock import FixedClock, parse_instant
-from gateway.key_service import create_key
-from gateway.store import Store
-from gateway.tiers import set_tier
+from gateway.store.store import Store
 
 pytestmark = pytest.mark.skipif(
     not hasattr(socket, "SO_REUSEPORT") or not Path("/proc/self/task").is_dir(),

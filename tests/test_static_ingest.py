@@ -24,17 +24,17 @@ import pytest
 from aiohttp import web
 from conftest import EDGE_GTFS, GTFS, Gateway
 
-from feeds.codec import MAGIC, decode_index
 from feeds.errors import FeedSourceError, StaticFeedRejected
-from feeds.ingest import build_static
-from feeds.static_source import fetch_static
-from gateway.catalog import FeedCatalog
+from feeds.schedule.codec import MAGIC, decode_index
+from feeds.static.pipeline import build_static
 from gateway.clock import FixedClock, parse_instant
 from gateway.errors import Unprocessable
-from gateway.feed_config import FeedConfig
-from gateway.feed_service import FeedService
+from gateway.ingest.feed_config import FeedConfig
+from gateway.ingest.feed_service import FeedService
+from gateway.ingest.static_fetch import fetch_static
+from gateway.replica.feeds import FeedCatalog
 from gateway.settings import Settings
-from gateway.store import EVENTS_CHANNEL, OLD_VERSION_TTL_S, Store
+from gateway.store.store import EVENTS_CHANNEL, OLD_VERSION_TTL_S, Store
 
 CALTRAIN = GTFS / "caltrain-2023.zip"
 TRANSITFEED = EDGE_GTFS / "transitfeed"

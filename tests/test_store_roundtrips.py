@@ -10,7 +10,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from conftest import GTFS, Gateway
 
-from gateway.key_service import create_key
+from gateway.access.key_issuing import create_key
 
 
 async def _settle(gw: Gateway) -> None:

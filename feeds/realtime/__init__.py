@@ -1,0 +1,1 @@
+"""GTFS-Realtime: decode once into our own types, validate, merge onto the schedule (pure)."""

@@ -1,0 +1,44 @@
+"""Static ingest pipeline (CPU part): source path → checks → gtfs-kit → checks → index bytes.
+
+Runs in a worker thread or process; pure apart from reading the local file it is given.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from feeds.errors import Problem, StaticFeedRejected
+from feeds.schedule.codec import encode_index
+from feeds.schedule.index import ScheduleIndex
+from feeds.static.build import build_index
+from feeds.static.reader import read_gtfs
+from feeds.static.validate import STRUCTURAL, check_feed, check_source
+
+
+@dataclass(frozen=True)
+class StaticBuild:
+    index: ScheduleIndex
+    blob: bytes
+
+
+def build_static(path: Path, feed_id: str, version: str) -> StaticBuild:
+    """Validate and index a GTFS zip or directory. Raises StaticFeedRejected with coded problems."""
+    problems = check_source(path)
+    # Ragged rows still read (pandas pads them), so go on and report the tables' problems
+    # too: an operator should learn everything wrong with a feed in one round, not two.
+    if any(p.code != "malformed_csv" for p in problems):
+        raise StaticFeedRejected(problems)
+    try:
+        feed = read_gtfs(path)
+    except UnicodeDecodeError as exc:
+        raise StaticFeedRejected([*problems, Problem("bad_encoding", f"not UTF-8: {exc}")]
+                                 ) from exc
+    except Exception as exc:
+        raise StaticFeedRejected([*problems, Problem(
+            "malformed_csv", f"{type(exc).__name__}: {str(exc).strip()[:300]}")]) from exc
+    problems += check_feed(feed)
+    if any(p.code in STRUCTURAL or p.code == "malformed_csv" for p in problems):
+        raise StaticFeedRejected(problems)
+    index = build_index(feed, feed_id, version, problems)
+    return StaticBuild(index=index, blob=encode_index(index))

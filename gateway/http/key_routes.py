@@ -1,0 +1,158 @@
+"""Keys, limits and operator routes on the app: ``install`` wires them into ``build_app``.
+
+- ``GET /v1/keys/me``: the caller's kind, tier, limits and usage (this minute, this month).
+- Operator-only (``require_operator``: developer keys get 403 ``forbidden``):
+  ``POST /v1/feeds`` (the fields of ``feeds add`` as JSON) → 201, ``PATCH /v1/feeds/{feed}``
+  (merge fields, ingest again) → 200, ``DELETE /v1/feeds/{feed}`` → 204.
+- Self-service: ``POST /v1/keys``, ``GET/POST /signup``, ``GET /`` (→ /signup); ops:
+  ``GET /metrics``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from aiohttp import web
+
+from gateway.access import signup
+from gateway.access.guard import CALLER, Caller, Guard, require_operator
+from gateway.access.limiter import KeyLimiter
+from gateway.access.tiers import TierCache
+from gateway.clock import Clock
+from gateway.errors import BadRequest, StoreUnavailable
+from gateway.http.appkeys import FEEDS, json_response
+from gateway.http.json_io import read_json
+from gateway.ingest.feed_config import FeedConfig
+from gateway.ingest.static_fetch import local_path
+from gateway.observability import metrics
+from gateway.settings import Settings
+from gateway.store.store import Store
+
+log = logging.getLogger(__name__)
+
+GUARD = web.AppKey("guard", Guard)
+PUBLIC_V1 = {("POST", "/v1/keys")}  # /v1 routes that need no key
+
+
+def _caller(request: web.Request) -> Caller:
+    caller: Caller | None = request.get(CALLER)
+    if caller is None:
+        raise BadRequest("no API key on this request")
+    return caller
+
+
+async def keys_me(request: web.Request) -> web.Response:
+    c = _caller(request)
+    limits = c.limits
+    minute_used = (limits.per_minute - c.minute_remaining) if limits.per_minute else None
+    return json_response({
+        "key_id": c.key_id,
+        "kind": c.kind,
+        "tier": c.tier,
+        "limits": limits.to_json(),
+        "usage": {"minute": minute_used, "month": c.month_used, "month_name": c.month.name},
+        "remaining": {
+            "minute": c.minute_remaining if limits.per_minute else None,
+            "month": (max(0, limits.per_month - c.month_used)
+                      if limits.per_month and c.month_used is not None else None),
+        },
+        "expires": c.expires or None,
+        "degraded": c.source != "store",
+    })
+
+
+def _feed_config(request: web.Request, data: dict[str, Any]) -> FeedConfig:
+    config = FeedConfig.from_json(data)
+    if not request.app[FEEDS].settings.allow_private_urls:
+        for name in ("static", "trip_updates", "vehicle_positions", "alerts"):
+            value = getattr(config, name)
+            if value is not None and local_path(value) is not None:
+                raise BadRequest(f"{name}: local paths are refused over HTTP (set "
+                                 "GATEWAY_ALLOW_PRIVATE_URLS=1 to allow them)",
+                                 code="invalid_feed_config", details={"parameter": name})
+    return config
+
+
+def _ingested(config: FeedConfig, result: Any) -> dict[str, Any]:
+    return {"feed": config.public(), "version": result.version, "changed": result.changed,
+            "seconds": round(result.seconds, 3), "static": result.status.get("static")}
+
+
+async def create_feed(request: web.Request) -> web.Response:
+    require_operator(request)
+    settings = request.app[FEEDS].settings
+    config = _feed_config(request, await read_json(request, settings.max_json_bytes))
+    result = await request.app[FEEDS].add(config)
+    return json_response(_ingested(config, result), status=201)
+
+
+async def patch_feed(request: web.Request) -> web.Response:
+    require_operator(request)
+    feed_id = request.match_info["feed"]
+    service = request.app[FEEDS]
+    body = await read_json(request, service.settings.max_json_bytes)
+    if body.get("id", feed_id) != feed_id:
+        raise BadRequest("a feed's id cannot be changed", code="invalid_feed_config",
+                         details={"parameter": "id"})
+    current = await service.config(feed_id)
+    config = _feed_config(request, {**current.to_json(), **body, "id": feed_id})
+    result = await service.add(config, replace=True)
+    return json_response(_ingested(config, result))
+
+
+async def delete_feed(request: web.Request) -> web.Response:
+    require_operator(request)
+    await request.app[FEEDS].remove(request.match_info["feed"])
+    return web.Response(status=204)
+
+
+def _refuse_bench_mode_off_loopback(settings: Settings) -> None:
+    try:
+        loopback = ipaddress.ip_address(settings.host).is_loopback
+    except ValueError:
+        loopback = settings.host == "localhost"
+    if not loopback:
+        raise SystemExit("GATEWAY_BENCH_NO_AUTH=1 is refused unless the API listens on a "
+                         f"loopback address (--host is {settings.host!r})")
+    for _ in range(3):
+        log.warning("GATEWAY_BENCH_NO_AUTH=1: AUTHENTICATION AND RATE LIMITS ARE OFF. "
+                    "Benchmarks only; never in production.")
+
+
+def install(app: web.Application, settings: Settings, store: Store,
+            clock: Clock) -> list[web.RouteDef]:
+    """Keys, tiers, limits and signup on ``app``; returns its routes (keys, signup, operator
+    routes and /metrics) for ``gateway.http.app`` to register behind its endpoint wrapper."""
+    if settings.bench_no_auth:
+        _refuse_bench_mode_off_loopback(settings)
+    limiter = KeyLimiter(store.sibling(settings.limiter_timeout_s), settings.breaker_seconds,
+                         settings.limiter_timeout_s, settings.reserve_seconds)
+    tiers = TierCache(limiter.store, settings.tier_cache_seconds)  # fails fast too
+    if not settings.bench_no_auth:
+        app[GUARD] = Guard(settings, clock, limiter, tiers)
+    app[signup.SIGNUP] = signup.SignupService(store, clock, settings, limiter, tiers)
+
+    routes = [
+        web.get("/v1/keys/me", keys_me),
+        web.post("/v1/keys", signup.post_keys),
+        web.post("/v1/feeds", create_feed),
+        web.patch("/v1/feeds/{feed}", patch_feed),
+        web.delete("/v1/feeds/{feed}", delete_feed),
+        web.get("/", signup.root),
+        web.get("/signup", signup.signup_page),
+        web.post("/signup", signup.signup_form),
+        web.get("/metrics", metrics.metrics_handler),
+    ]
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        with contextlib.suppress(StoreUnavailable):
+            await tiers.refresh()
+        yield
+        await limiter.close()
+
+    app.cleanup_ctx.append(lifecycle)
+    return routes

@@ -1,0 +1,1 @@
+"""Getting feeds in: fetchers (with the SSRF guard), static publishing, realtime pollers."""

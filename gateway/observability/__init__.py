@@ -1,0 +1,1 @@
+"""Prometheus metrics: requests, rate-limit decisions, the store, feed ingestion."""

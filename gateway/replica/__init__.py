@@ -1,0 +1,1 @@
+"""The in-process replica an API process answers from: loaded feeds and realtime views."""
