@@ -19,7 +19,8 @@ from gateway.access.limits import month_window
 from gateway.access.tiers import DEFAULT_TIERS, Limits, set_tier, wire_table
 from gateway.clock import FixedClock, parse_instant
 from gateway.errors import StoreUnavailable
-from gateway.store.store import Store, key_gcra_key
+from gateway.store.names import key_gcra_key
+from gateway.store.store import Store
 
 NOW = parse_instant("2023-11-07T17:05:00-08:00")
 

@@ -34,7 +34,9 @@ from gateway.ingest.feed_service import FeedService
 from gateway.ingest.static_fetch import fetch_static
 from gateway.replica.feeds import FeedCatalog
 from gateway.settings import Settings
-from gateway.store.store import EVENTS_CHANNEL, OLD_VERSION_TTL_S, Store
+from gateway.store.feed_records import OLD_VERSION_TTL_S
+from gateway.store.names import EVENTS_CHANNEL
+from gateway.store.store import Store
 
 CALTRAIN = GTFS / "caltrain-2023.zip"
 TRANSITFEED = EDGE_GTFS / "transitfeed"

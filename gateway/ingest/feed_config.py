@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from gateway.errors import BadRequest
-from gateway.store.store import FEED_ID_RE
+from gateway.store.names import FEED_ID_RE
 
 MIN_POLL_SECONDS = 5
 DEFAULT_POLL_SECONDS = 15
