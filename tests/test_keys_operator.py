@@ -102,9 +102,9 @@ async def test_bad_feed_bodies(store: Store, aiohttp_client: Any, body: bytes, s
 async def test_require_operator_helper(store: Store, aiohttp_client: Any) -> None:
     from aiohttp import web
 
+    from gateway.http.access_routes import GUARD
     from gateway.http.app import add_routes
-    from gateway.http.appkeys import json_response
-    from gateway.http.key_routes import GUARD
+    from gateway.http.json_io import json_response
 
     async def secret(request: web.Request) -> web.Response:
         return json_response({"by": require_operator(request).key_id})

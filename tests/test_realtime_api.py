@@ -792,8 +792,8 @@ async def push_only(gateway: Gateway) -> RtGateway:
 async def test_a_board_is_rendered_once_a_second_and_again_when_realtime_changes(
         push_only: RtGateway, board_renders: list[tuple[Any, ...]]) -> None:
     """Departure boards are cached per request target for the current second
-    (``gateway.http.appkeys.BoardCache``): a second request in the same second is answered with the
-    same bytes without rendering, a realtime change renders anew within that second, and so
+    (``gateway.http.board_cache.BoardCache``): a second request in the same second is answered with
+    the same bytes without rendering, a realtime change renders anew within that second, and so
     does the next second."""
     live, renders = push_only, board_renders
 

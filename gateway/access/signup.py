@@ -25,8 +25,7 @@ from gateway.access.limits import Limits
 from gateway.access.tiers import TierCache
 from gateway.clock import Clock
 from gateway.errors import ApiError, BadRequest, RateLimited, StoreUnavailable
-from gateway.http.appkeys import json_response
-from gateway.http.json_io import read_body, read_json
+from gateway.http.json_io import json_response, read_body, read_json
 from gateway.observability import metrics
 from gateway.settings import Settings
 from gateway.store.store import Store

@@ -1,4 +1,5 @@
-"""Request bodies with a size cap: 413 ``payload_too_large`` beyond it, 400 ``invalid_json``."""
+"""JSON in and out: request bodies with a size cap (413 ``payload_too_large`` beyond it, 400
+``invalid_json``), and JSON responses encoded with orjson."""
 
 from __future__ import annotations
 
@@ -33,3 +34,8 @@ async def read_json(request: web.Request, max_bytes: int) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise BadRequest("the body must be a JSON object", code="invalid_json")
     return value
+
+def json_response(data: Any, status: int = 200,
+                  headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(body=orjson.dumps(data), status=status, headers=headers,
+                        content_type="application/json")

@@ -12,7 +12,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway import __version__
-from gateway.http.appkeys import json_response
+from gateway.http.json_io import json_response
 
 P = dict[str, Any]
 

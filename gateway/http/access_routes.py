@@ -1,9 +1,9 @@
-"""Keys, limits and operator routes on the app: ``install`` wires them into ``build_app``.
+"""Access on the app: ``install`` builds the guard, the limiter, the tier cache and signup,
+and returns the routes that go with them for ``build_app`` to register.
 
 - ``GET /v1/keys/me``: the caller's kind, tier, limits and usage (this minute, this month).
-- Operator-only (``require_operator``: developer keys get 403 ``forbidden``):
-  ``POST /v1/feeds`` (the fields of ``feeds add`` as JSON) → 201, ``PATCH /v1/feeds/{feed}``
-  (merge fields, ingest again) → 200, ``DELETE /v1/feeds/{feed}`` → 204.
+- Operator routes on feeds (``gateway.http.operator_routes``), registered here so that they
+  keep their place in the routing order.
 - Self-service: ``POST /v1/keys``, ``GET/POST /signup``, ``GET /`` (→ /signup); ops:
   ``GET /metrics``.
 """
@@ -14,20 +14,17 @@ import contextlib
 import ipaddress
 import logging
 from collections.abc import AsyncIterator
-from typing import Any
 
 from aiohttp import web
 
 from gateway.access import signup
-from gateway.access.guard import CALLER, Caller, Guard, require_operator
+from gateway.access.guard import CALLER, Caller, Guard
 from gateway.access.limiter import KeyLimiter
 from gateway.access.tiers import TierCache
 from gateway.clock import Clock
 from gateway.errors import BadRequest, StoreUnavailable
-from gateway.http.appkeys import FEEDS, json_response
-from gateway.http.json_io import read_json
-from gateway.ingest.feed_config import FeedConfig
-from gateway.ingest.static_fetch import local_path
+from gateway.http.json_io import json_response
+from gateway.http.operator_routes import create_feed, delete_feed, patch_feed
 from gateway.observability import metrics
 from gateway.settings import Settings
 from gateway.store.store import Store
@@ -63,51 +60,6 @@ async def keys_me(request: web.Request) -> web.Response:
         "expires": c.expires or None,
         "degraded": c.source != "store",
     })
-
-
-def _feed_config(request: web.Request, data: dict[str, Any]) -> FeedConfig:
-    config = FeedConfig.from_json(data)
-    if not request.app[FEEDS].settings.allow_private_urls:
-        for name in ("static", "trip_updates", "vehicle_positions", "alerts"):
-            value = getattr(config, name)
-            if value is not None and local_path(value) is not None:
-                raise BadRequest(f"{name}: local paths are refused over HTTP (set "
-                                 "GATEWAY_ALLOW_PRIVATE_URLS=1 to allow them)",
-                                 code="invalid_feed_config", details={"parameter": name})
-    return config
-
-
-def _ingested(config: FeedConfig, result: Any) -> dict[str, Any]:
-    return {"feed": config.public(), "version": result.version, "changed": result.changed,
-            "seconds": round(result.seconds, 3), "static": result.status.get("static")}
-
-
-async def create_feed(request: web.Request) -> web.Response:
-    require_operator(request)
-    settings = request.app[FEEDS].settings
-    config = _feed_config(request, await read_json(request, settings.max_json_bytes))
-    result = await request.app[FEEDS].add(config)
-    return json_response(_ingested(config, result), status=201)
-
-
-async def patch_feed(request: web.Request) -> web.Response:
-    require_operator(request)
-    feed_id = request.match_info["feed"]
-    service = request.app[FEEDS]
-    body = await read_json(request, service.settings.max_json_bytes)
-    if body.get("id", feed_id) != feed_id:
-        raise BadRequest("a feed's id cannot be changed", code="invalid_feed_config",
-                         details={"parameter": "id"})
-    current = await service.config(feed_id)
-    config = _feed_config(request, {**current.to_json(), **body, "id": feed_id})
-    result = await service.add(config, replace=True)
-    return json_response(_ingested(config, result))
-
-
-async def delete_feed(request: web.Request) -> web.Response:
-    require_operator(request)
-    await request.app[FEEDS].remove(request.match_info["feed"])
-    return web.Response(status=204)
 
 
 def _refuse_bench_mode_off_loopback(settings: Settings) -> None:
