@@ -17,7 +17,8 @@ from gateway.access.limiter import KeyLimiter
 from gateway.access.limits import OK, QUOTA_EXCEEDED, month_window
 from gateway.access.tiers import DEFAULT_TIERS, Limits, set_tier, wire_table
 from gateway.clock import FixedClock, parse_instant
-from gateway.store.store import Store, key_gcra_key, key_held_key, key_month_key
+from gateway.store.names import key_gcra_key, key_held_key, key_month_key
+from gateway.store.store import Store
 from tests.test_ratelimit_store import _evalsha_calls
 
 NOW = parse_instant("2023-11-07T17:05:00-08:00")
@@ -219,7 +220,7 @@ async def test_a_reserve_of_a_dead_process_stops_counting_at_its_hold_time(
         assert (await burst(limiter, key, 1, tier))[0][0] == QUOTA_EXCEEDED
         assert 0.3 < time.monotonic() - started < 1.5
         await store.client.zadd(held, {"dead:2": (seconds + 3600) * 1_000_000})
-        monkeypatch.setattr("gateway.access.limiter.WAIT_LIMIT_S", 0.2)
+        monkeypatch.setattr("gateway.access.limiter.key_limiter.WAIT_LIMIT_S", 0.2)
         started = time.monotonic()
         assert (await burst(limiter, key, 1, tier))[0][0] == QUOTA_EXCEEDED
         assert 0.2 <= time.monotonic() - started < 1.0

@@ -58,15 +58,15 @@ from gateway.access.limits import (
 from gateway.access.memo import memo
 from gateway.errors import StoreUnavailable
 from gateway.observability import metrics
-from gateway.store.resp import RespConnection, address_of
-from gateway.store.store import (
-    Store,
+from gateway.store.names import (
     key_gcra_key,
     key_held_key,
     key_month_key,
     key_record_key,
     signup_ip_key,
 )
+from gateway.store.resp import RespConnection, address_of
+from gateway.store.store import Store
 
 log = logging.getLogger(__name__)
 
