@@ -13,7 +13,7 @@ from aiohttp.test_utils import TestClient
 from conftest import GTFS
 
 from gateway import cli
-from gateway.access.guard import require_operator
+from gateway.access.caller import require_operator
 from gateway.access.key_issuing import create_key
 from gateway.clock import FixedClock, parse_instant
 from gateway.http.app import build_app

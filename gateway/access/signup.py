@@ -16,8 +16,8 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway.access.caller import RETRY_AFTER
 from gateway.access.events import release_seat, take_seat
-from gateway.access.guard import RETRY_AFTER
 from gateway.access.key_issuing import create_key
 from gateway.access.keys import KeyRecord
 from gateway.access.limiter import KeyLimiter

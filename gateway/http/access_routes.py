@@ -18,7 +18,8 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from gateway.access import signup
-from gateway.access.guard import CALLER, Caller, Guard
+from gateway.access.caller import CALLER, Caller
+from gateway.access.guard import Guard
 from gateway.access.limiter import KeyLimiter
 from gateway.access.tiers import TierCache
 from gateway.clock import Clock

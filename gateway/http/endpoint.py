@@ -9,7 +9,8 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from gateway.access.guard import CALLER, Guard, set_limit_headers
+from gateway.access.caller import CALLER, set_limit_headers
+from gateway.access.guard import Guard
 from gateway.errors import ApiError
 from gateway.http import routing
 from gateway.http.access_routes import PUBLIC_V1

@@ -10,7 +10,7 @@ from typing import Any
 from aiohttp import web
 
 from feeds.errors import FeedError
-from gateway.access.guard import require_operator
+from gateway.access.caller import require_operator
 from gateway.errors import BadRequest, Unprocessable
 from gateway.http.appkeys import (
     CATALOG,
