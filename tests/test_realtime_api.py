@@ -40,7 +40,8 @@ from gateway.access.key_issuing import create_key
 from gateway.clock import FixedClock, parse_instant
 from gateway.http.appkeys import CATALOG, POLLERS
 from gateway.ingest.feed_service import iso_utc
-from gateway.ingest.realtime_feed import Poller, RealtimeFeed
+from gateway.ingest.pollers import Poller
+from gateway.ingest.realtime_feed import RealtimeFeed
 from gateway.ingest.realtime_fetch import fetch_realtime
 from gateway.ingest.replay import ReplayServer
 from gateway.settings import Settings

@@ -1,7 +1,7 @@
 """Realtime polling against a misbehaving feed server (a real aiohttp server on 127.0.0.1).
 
 Every fault is met twice: by ``gateway.ingest.realtime_fetch.fetch_realtime`` alone (cut-off time,
-memory, error code), and by ``gateway.ingest.realtime_feed.Poller.poll_once`` inside a running
+memory, error code), and by ``gateway.ingest.pollers.Poller.poll_once`` inside a running
 gateway over a real store, where the last good Caltrain capture must keep serving after the failure
 and must be reported stale (and dropped from the boards) once it is older than 90 s.
 
@@ -39,7 +39,8 @@ from google.transit import gtfs_realtime_pb2 as pb
 from feeds.errors import FeedError
 from gateway.access.key_issuing import create_key
 from gateway.http.appkeys import CATALOG
-from gateway.ingest.realtime_feed import MAX_BACKOFF_S, Poller, RealtimeFeed
+from gateway.ingest.pollers import MAX_BACKOFF_S, Poller
+from gateway.ingest.realtime_feed import RealtimeFeed
 from gateway.ingest.realtime_fetch import fetch_realtime
 from gateway.settings import Settings
 

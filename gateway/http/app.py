@@ -26,7 +26,7 @@ from gateway.http.board_cache import BoardCache
 from gateway.http.endpoint import ENDPOINTS, add_routes, refuse_unwrapped_routes, unmatched
 from gateway.http.operator_routes import push_realtime
 from gateway.ingest.feed_service import FeedService
-from gateway.ingest.realtime_feed import PollerManager
+from gateway.ingest.pollers import PollerManager
 from gateway.observability.request_metrics import HTTP_METRICS, flush_periodically
 from gateway.replica.feeds import FeedCatalog
 from gateway.settings import Settings

@@ -8,7 +8,7 @@ from feeds.schedule.stop_search import StopSearch
 from gateway.clock import Clock
 from gateway.http.board_cache import BoardCache
 from gateway.ingest.feed_service import FeedService
-from gateway.ingest.realtime_feed import PollerManager
+from gateway.ingest.pollers import PollerManager
 from gateway.replica.feeds import FeedCatalog
 from gateway.settings import Settings
 from gateway.store.store import Store

@@ -19,7 +19,7 @@ from gateway.http.appkeys import (
 )
 from gateway.http.json_io import json_response, read_json
 from gateway.ingest.feed_config import FeedConfig
-from gateway.ingest.static_fetch import local_path
+from gateway.ingest.sources import local_path
 
 
 def _feed_config(request: web.Request, data: dict[str, Any]) -> FeedConfig:

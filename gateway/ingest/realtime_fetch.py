@@ -16,7 +16,7 @@ from urllib.parse import urlparse
 import aiohttp
 
 from feeds.errors import FeedSourceError
-from gateway.ingest.static_fetch import check_public_host, conditional_headers, local_path
+from gateway.ingest.sources import check_public_host, conditional_headers, local_path
 
 CHUNK = 1 << 16
 

@@ -1,26 +1,24 @@
 """Getting a static GTFS source onto local disk: a path, a ``file://`` URL, or http(s).
 
 The I/O edge of static ingest. Downloads are streamed to a temporary file with a size cap and a
-total timeout, use conditional GET (ETag / Last-Modified), and refuse addresses on private,
-loopback or link-local networks unless explicitly allowed (an API that fetches URLs given by
-its users must not become a way into the operator's own network).
+total timeout, use conditional GET (ETag / Last-Modified), and pass the SSRF guard of
+``gateway.ingest.sources``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-import ipaddress
 import os
-import socket
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import unquote, urlparse
+from urllib.parse import urlparse
 
 import aiohttp
 
 from feeds.errors import FeedSourceError
+from gateway.ingest.sources import check_public_host, conditional_headers, local_path
 
 CHUNK = 1 << 16
 
@@ -47,45 +45,6 @@ def digest_of(path: Path) -> str:
             while chunk := fh.read(1 << 20):
                 h.update(chunk)
     return h.hexdigest()
-
-
-def local_path(source: str) -> Path | None:
-    """The local path a source names, or None when it is a network URL."""
-    parsed = urlparse(source)
-    if parsed.scheme == "file":
-        return Path(unquote(parsed.path))
-    if parsed.scheme in ("http", "https"):
-        return None
-    return Path(source)
-
-
-def conditional_headers(headers: dict[str, str] | None, etag: str | None,
-                        last_modified: str | None) -> dict[str, str]:
-    """The operator's headers plus a conditional GET on what the last fetch returned."""
-    out = dict(headers or {})
-    if etag:
-        out["If-None-Match"] = etag
-    if last_modified:
-        out["If-Modified-Since"] = last_modified
-    return out
-
-
-async def check_public_host(host: str, port: int, allow_private: bool) -> None:
-    if allow_private:
-        return
-    loop = asyncio.get_running_loop()
-    try:
-        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except OSError as exc:
-        raise FeedSourceError("fetch_failed", f"cannot resolve {host}: {exc}") from exc
-    for info in infos:
-        addr = ipaddress.ip_address(info[4][0])
-        if not addr.is_global:
-            raise FeedSourceError(
-                "forbidden_address",
-                f"{host} resolves to {addr}, a non-public address; set "
-                "GATEWAY_ALLOW_PRIVATE_URLS=1 to allow feeds on private networks",
-            )
 
 
 async def fetch_static(
