@@ -29,14 +29,8 @@ from reference.rt_reference import RefStop, expected_stops, load_static, origin
 
 from feeds.realtime.alerts import AlertIndex, alert_json
 from feeds.realtime.board import BoardEntry, realtime_board
-from feeds.realtime.decode import (
-    RealtimeRejected,
-    check_header,
-    decode,
-    parse_json_message,
-    parse_message,
-    to_snapshot,
-)
+from feeds.realtime.decode import decode, parse_json_message, parse_message, to_snapshot
+from feeds.realtime.header import RealtimeRejected, check_header
 from feeds.realtime.merge import MergeResult, StopRealtime, merge_trip_updates, propagate
 from feeds.realtime.model import FeedSnapshot, StopTimeEvent, StopTimeUpdate
 from feeds.realtime.overlay import K_TRIP, build_overlays, decode_overlay

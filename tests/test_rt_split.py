@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from conftest import RT
 
-from feeds.realtime.decode import RealtimeRejected, entity_trip_updates, parse_message, to_snapshot
+from feeds.realtime.decode import entity_trip_updates, parse_message, to_snapshot
+from feeds.realtime.header import RealtimeRejected
 
 CAPTURES = sorted(p for p in RT.rglob("*.pb") if p.stat().st_size > 20)
 FAR_FUTURE = 4_000_000_000

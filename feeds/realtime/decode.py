@@ -1,4 +1,5 @@
-"""Decoding GTFS-Realtime: bytes → FeedMessage (protobuf) → FeedSnapshot (our types).
+"""Decoding GTFS-Realtime: bytes → FeedMessage (protobuf) → FeedSnapshot (our types), and the
+re-stamping of recorded captures for replays.
 
 The one place that imports the generated protobuf classes. A body that is empty, is not a
 FeedMessage or has no usable header raises RealtimeRejected with a stable code; the caller keeps
@@ -8,14 +9,13 @@ the last good snapshot.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
 from typing import Any
 
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 from google.transit import gtfs_realtime_pb2 as pb
 
-from feeds.errors import FeedError
+from feeds.realtime.header import RealtimeRejected, check_header
 from feeds.realtime.model import (
     Alert,
     FeedSnapshot,
@@ -27,17 +27,7 @@ from feeds.realtime.model import (
     TripUpdate,
     VehiclePosition,
 )
-
-MAX_FUTURE_S = 60
-
-
-class RealtimeRejected(FeedError):
-    """A realtime body refused whole. Codes: empty_body, not_a_feed_message, missing_header,
-    timestamp_regressed, timestamp_in_future, timestamp_not_posix, differential_unsupported."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
+from feeds.realtime.wire import split_entities
 
 
 def parse_message(body: bytes) -> Any:
@@ -223,7 +213,7 @@ def entity_trip_updates(body: bytes, now: float, previous_timestamp: int | None,
     if not body:
         raise RealtimeRejected("empty_body", "the realtime body is empty")
     try:
-        header_bytes, entities = _split(body)
+        header_bytes, entities = split_entities(body)
     except (ValueError, IndexError) as exc:
         raise RealtimeRejected("not_a_feed_message",
                                f"not a GTFS-Realtime FeedMessage: {exc}") from exc
@@ -250,87 +240,6 @@ def entity_trip_updates(body: bytes, now: float, previous_timestamp: int | None,
             raise RealtimeRejected("not_a_feed_message", f"bad FeedEntity: {exc}") from exc
         out.append((key, raw, _trip_update(entity.id, entity.trip_update)))
     return header, out
-
-
-def _varint(buf: bytes, i: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        b = buf[i]
-        i += 1
-        result |= (b & 0x7F) << shift
-        if b < 0x80:
-            return result, i
-        shift += 7
-        if shift > 63:
-            raise ValueError("varint too long")
-
-
-def _fields(buf: bytes, start: int, end: int) -> Iterator[tuple[int, int, int, int]]:
-    """(field number, wire type, value start, value end) of each field in buf[start:end]."""
-    i = start
-    while i < end:
-        tag, i = _varint(buf, i)
-        number, wire = tag >> 3, tag & 7
-        if wire == 0:
-            s = i
-            _, i = _varint(buf, i)
-        elif wire == 2:
-            length, i = _varint(buf, i)
-            s, i = i, i + length
-        elif wire == 1:
-            s, i = i, i + 8
-        elif wire == 5:
-            s, i = i, i + 4
-        else:
-            raise ValueError(f"unsupported wire type {wire}")
-        if i > end or number == 0:
-            raise ValueError("truncated or malformed field")
-        yield number, wire, s, i
-
-
-def _split(body: bytes) -> tuple[bytes | None, list[tuple[str, bytes]]]:
-    """FeedMessage wire bytes → (header bytes, [(entity id, entity bytes)] of the live
-    trip-update entities). Field numbers from gtfs-realtime.proto: FeedMessage.header = 1,
-    .entity = 2; FeedEntity.id = 1, .is_deleted = 2, .trip_update = 3."""
-    header: bytes | None = None
-    entities: list[tuple[str, bytes]] = []
-    for number, wire, s, e in _fields(body, 0, len(body)):
-        if wire != 2:
-            continue
-        if number == 1:
-            header = body[s:e]
-        elif number == 2:
-            entity_id, deleted, has_trip_update = "", False, False
-            for f, w, fs, fe in _fields(body, s, e):
-                if f == 1 and w == 2:
-                    entity_id = body[fs:fe].decode("utf-8")
-                elif f == 2 and w == 0:
-                    deleted = _varint(body, fs)[0] != 0
-                elif f == 3 and w == 2:
-                    has_trip_update = True
-            if has_trip_update and not deleted:
-                entities.append((entity_id, body[s:e]))
-    return header, entities
-
-
-def check_header(snapshot: FeedSnapshot, now: float, previous_timestamp: int | None) -> None:
-    """Refuse a snapshot whose header cannot be trusted. Raises RealtimeRejected."""
-    ts = snapshot.timestamp
-    if snapshot.incrementality != "FULL_DATASET":
-        raise RealtimeRejected("differential_unsupported",
-                               "DIFFERENTIAL feeds are not supported; publish FULL_DATASET")
-    if ts is None or ts <= 0:
-        raise RealtimeRejected("missing_header", "the FeedMessage header has no timestamp")
-    if ts > 10_000_000_000:
-        raise RealtimeRejected("timestamp_not_posix",
-                               f"header timestamp {ts} is not POSIX seconds (milliseconds?)")
-    if ts > now + MAX_FUTURE_S:
-        raise RealtimeRejected("timestamp_in_future",
-                               f"header timestamp is {int(ts - now)} s in the future")
-    if previous_timestamp is not None and ts < previous_timestamp:
-        raise RealtimeRejected("timestamp_regressed",
-                               f"header timestamp {ts} is older than the previous "
-                               f"{previous_timestamp}")
 
 
 def decode(body: bytes, version: str, now: float,

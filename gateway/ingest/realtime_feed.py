@@ -18,13 +18,8 @@ import orjson
 
 from feeds.errors import FeedError
 from feeds.realtime.alerts import alert_json
-from feeds.realtime.decode import (
-    RealtimeRejected,
-    check_header,
-    entity_trip_updates,
-    parse_message,
-    to_snapshot,
-)
+from feeds.realtime.decode import entity_trip_updates, parse_message, to_snapshot
+from feeds.realtime.header import RealtimeRejected, check_header
 from feeds.realtime.incremental import Delta, IncrementalMerger
 from feeds.realtime.model import FeedSnapshot
 from feeds.realtime.vehicles import process_vehicles
