@@ -52,12 +52,22 @@ def address_of(pool_kwargs: dict[str, Any], tls: bool) -> Address | None:
                    pool_kwargs.get("password"), int(pool_kwargs.get("db") or 0))
 
 
-def pack(*args: str | bytes | int) -> bytes:
-    parts = [b"*%d\r\n" % len(args)]
-    for arg in args:
-        value = arg if isinstance(arg, bytes) else str(arg).encode()
-        parts.append(b"$%d\r\n%b\r\n" % (len(value), value))
-    return b"".join(parts)
+Arg = str | bytes | int | float
+
+
+def bulk(value: Arg) -> bytes:
+    """One argument as a RESP bulk string: bytes as they are, text as UTF-8, a number as
+    ``repr`` writes it (a float with all its digits). The limiter packs the parts of its
+    commands that repeat with this once and joins them per batch, so this is the one place
+    an argument is encoded; it stays one plain function (it runs for every batch)."""
+    if type(value) is not bytes:
+        value = value.encode() if isinstance(value, str) else repr(value).encode()
+    return b"$%d\r\n%b\r\n" % (len(value), value)
+
+
+def pack(*args: Arg) -> bytes:
+    """One command, its arguments encoded by ``bulk``."""
+    return b"*%d\r\n" % len(args) + b"".join([bulk(arg) for arg in args])
 
 
 class _Waiting:

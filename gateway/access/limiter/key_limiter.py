@@ -65,7 +65,7 @@ from gateway.store.names import (
     key_record_key,
     signup_ip_key,
 )
-from gateway.store.resp import RespConnection, address_of
+from gateway.store.resp import Arg, RespConnection, address_of, bulk, pack
 from gateway.store.store import Store
 
 log = logging.getLogger(__name__)
@@ -346,9 +346,6 @@ class CircuitBreaker:
         self._probing = False
 
 
-Arg = str | bytes | int | float
-
-
 class Pending:
     """One caller's share of a batch (told the error here; its reply by ``_Wire.deliver``)."""
 
@@ -385,19 +382,20 @@ class _Wire:
 
     @classmethod
     def of_call(cls, call: _Call) -> _Wire:
-        return cls(call, [], _pack_evalsha(call.script, call.keys, call.args))
+        return cls(call, [], pack("EVALSHA", _sha(call.script), len(call.keys), *call.keys,
+                                  *call.args))
 
     @classmethod
     def of_checks(cls, checks: list[_CheckGroup]) -> _Wire:
         """Packed from parts cached per key and per tier table (this runs for every batch)."""
-        parts = [b"*%d\r\n" % (7 + 10 * len(checks)), _EVALSHA_CHECK, _bulk(4 * len(checks))]
+        parts = [b"*%d\r\n" % (7 + 10 * len(checks)), _EVALSHA_CHECK, bulk(4 * len(checks))]
         parts += [c.key.key_part for c in checks]
-        parts += [_bulk_cached(checks[0].table), _MINUTE_BULK, _bulk(repr(checks[-1].now)),
+        parts += [_bulk_cached(checks[0].table), _MINUTE_BULK, bulk(repr(checks[-1].now)),
                   _HOLD_BULK]
         for c in checks:
             c.close()  # packed: later requests of its key start a new group
             parts += [c.key.hash_part, _bulk_cached(c.ttl), c.key.strict_part,
-                      _bulk_cached(len(c.waiters)), _bulk_cached(c.extra), _bulk(c.reserve_id)]
+                      _bulk_cached(len(c.waiters)), _bulk_cached(c.extra), bulk(c.reserve_id)]
         return cls(None, checks, b"".join(parts))
 
     @property
@@ -614,23 +612,12 @@ def _no_script(reply: Any) -> bool:
         isinstance(reply, ResponseError) and str(reply).startswith("NOSCRIPT"))
 
 
-def _bulk(value: Arg) -> bytes:
-    if type(value) is not bytes:
-        value = value.encode() if isinstance(value, str) else repr(value).encode()
-    return b"$%d\r\n%b\r\n" % (len(value), value)
-
-
-def _pack_evalsha(script: str, keys: Sequence[Arg], args: Sequence[Arg]) -> bytes:
-    return (b"*%d\r\n" % (3 + len(keys) + len(args)) + _bulk("EVALSHA") + _bulk(_sha(script))
-            + b"".join([_bulk(len(keys))] + [_bulk(v) for v in keys] + [_bulk(v) for v in args]))
-
-
 _BULKS: dict[Arg, bytes] = {}
 
 
 def _bulk_cached(value: Arg) -> bytes:
-    """``_bulk`` of a value that repeats (the tier table, small counts, a TTL per second)."""
-    return memo(_BULKS, value, _bulk, value)
+    """``bulk`` of a value that repeats (the tier table, small counts, a TTL per second)."""
+    return memo(_BULKS, value, bulk, value)
 
 
 _SHAS: dict[str, str] = {}
@@ -643,9 +630,9 @@ def _sha(script: str) -> str:
     return sha
 
 
-_EVALSHA_CHECK = _bulk("EVALSHA") + _bulk(_sha(CHECK_SCRIPT))
-_MINUTE_BULK = _bulk(_MINUTE)
-_HOLD_BULK = _bulk(_HOLD)
+_EVALSHA_CHECK = bulk("EVALSHA") + bulk(_sha(CHECK_SCRIPT))
+_MINUTE_BULK = bulk(_MINUTE)
+_HOLD_BULK = bulk(_HOLD)
 GroupKey = tuple[str, str, str, bool]  # key id, key hash, month name, strict
 
 
@@ -662,9 +649,9 @@ class _KeyWire:
         self.keys = (key_record_key(key_id), key_gcra_key(key_id), key_month_key(key_id, month),
                      key_held_key(key_id))
         self.key_hash, self.strict = key_hash, strict
-        self.key_part = b"".join([_bulk(k) for k in self.keys])
-        self.hash_part = _bulk(key_hash)
-        self.strict_part = _bulk(b"1" if strict else b"0")
+        self.key_part = b"".join([bulk(k) for k in self.keys])
+        self.hash_part = bulk(key_hash)
+        self.strict_part = bulk(b"1" if strict else b"0")
         self.count, self.since, self.rate = 0, since, 0.0  # requests since ``since``
 
     def extra(self, now: float, lifetime: float) -> int:
