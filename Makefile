@@ -21,6 +21,7 @@ serve: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check gateway feeds tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache  # the import boundaries: [tool.importlinter] in pyproject.toml
 
 test: $(STAMP) lint
 	$(BIN)/python -m pytest -q
