@@ -40,7 +40,7 @@ def child_read_feed() -> None:
 
 def child_ingest(redis_url: str, api: str, key: str, feed_id: str) -> None:
     from gateway.clock import SystemClock
-    from gateway.ingest.feed_config import FeedConfig
+    from gateway.feed_config import FeedConfig
     from gateway.ingest.feed_service import FeedService
     from gateway.settings import Settings
     from gateway.store.store import Store

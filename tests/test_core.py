@@ -35,7 +35,7 @@ from feeds.schedule.stop_search import StopSearch, fold
 from feeds.static.pipeline import StaticBuild, build_static
 from gateway.access import keys
 from gateway.errors import BadRequest
-from gateway.ingest.feed_config import FeedConfig, parse_header
+from gateway.feed_config import FeedConfig, parse_header
 
 GTFS = Path(__file__).parent / "fixtures" / "gtfs"
 LA = "America/Los_Angeles"

@@ -29,7 +29,7 @@ from feeds.schedule.codec import MAGIC, decode_index
 from feeds.static.pipeline import build_static
 from gateway.clock import FixedClock, parse_instant
 from gateway.errors import Unprocessable
-from gateway.ingest.feed_config import FeedConfig
+from gateway.feed_config import FeedConfig
 from gateway.ingest.feed_service import FeedService
 from gateway.ingest.static_fetch import fetch_static
 from gateway.replica.feeds import FeedCatalog

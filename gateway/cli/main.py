@@ -15,7 +15,7 @@ import orjson
 
 from gateway.clock import clock_from_setting, parse_instant
 from gateway.errors import ApiError
-from gateway.ingest.feed_config import FeedConfig, parse_header
+from gateway.feed_config import FeedConfig, parse_header
 from gateway.ingest.feed_service import FeedService
 from gateway.settings import DEFAULT_PORT, Settings
 

@@ -18,9 +18,9 @@ from aiohttp import web
 
 from gateway.access.key_issuing import create_key
 from gateway.clock import Clock, ShiftedClock, clock_from_setting, parse_instant
+from gateway.feed_config import FeedConfig
 from gateway.http.app import build_app
 from gateway.http.appkeys import CATALOG, CLOCK, FEEDS, STORE
-from gateway.ingest.feed_config import FeedConfig
 from gateway.ingest.replay import ReplayServer
 from gateway.observability.request_metrics import prepare_multiprocess_dir, remove_multiprocess_dir
 from gateway.replica.feeds import FeedCatalog

@@ -17,13 +17,14 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from gateway.access import signup
 from gateway.access.caller import CALLER, Caller
 from gateway.access.guard import Guard
 from gateway.access.limiter import KeyLimiter
+from gateway.access.signup import SignupService
 from gateway.access.tiers import TierCache
 from gateway.clock import Clock
 from gateway.errors import BadRequest, StoreUnavailable
+from gateway.http import signup_routes
 from gateway.http.json_io import json_response
 from gateway.http.operator_routes import create_feed, delete_feed, patch_feed
 from gateway.observability import metrics
@@ -87,17 +88,17 @@ def install(app: web.Application, settings: Settings, store: Store,
     tiers = TierCache(limiter.store, settings.tier_cache_seconds)  # fails fast too
     if not settings.bench_no_auth:
         app[GUARD] = Guard(settings, clock, limiter, tiers)
-    app[signup.SIGNUP] = signup.SignupService(store, clock, settings, limiter, tiers)
+    app[signup_routes.SIGNUP] = SignupService(store, clock, settings, limiter, tiers)
 
     routes = [
         web.get("/v1/keys/me", keys_me),
-        web.post("/v1/keys", signup.post_keys),
+        web.post("/v1/keys", signup_routes.post_keys),
         web.post("/v1/feeds", create_feed),
         web.patch("/v1/feeds/{feed}", patch_feed),
         web.delete("/v1/feeds/{feed}", delete_feed),
-        web.get("/", signup.root),
-        web.get("/signup", signup.signup_page),
-        web.post("/signup", signup.signup_form),
+        web.get("/", signup_routes.root),
+        web.get("/signup", signup_routes.signup_page),
+        web.post("/signup", signup_routes.signup_form),
         web.get("/metrics", metrics.metrics_handler),
     ]
 

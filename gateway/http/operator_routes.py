@@ -12,13 +12,13 @@ from aiohttp import web
 from feeds.errors import FeedError
 from gateway.access.caller import require_operator
 from gateway.errors import BadRequest, Unprocessable
+from gateway.feed_config import FeedConfig
 from gateway.http.appkeys import (
     CATALOG,
     FEEDS,
     POLLERS,
 )
 from gateway.http.json_io import json_response, read_json
-from gateway.ingest.feed_config import FeedConfig
 from gateway.ingest.sources import local_path
 
 

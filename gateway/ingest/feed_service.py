@@ -18,7 +18,7 @@ from feeds.errors import FeedError, FeedSourceError, StaticFeedRejected
 from feeds.static.pipeline import StaticBuild, build_static
 from gateway.clock import Clock
 from gateway.errors import Conflict, NotFound, Unprocessable
-from gateway.ingest.feed_config import FeedConfig
+from gateway.feed_config import FeedConfig
 from gateway.ingest.static_fetch import fetch_static
 from gateway.observability import feed_metrics
 from gateway.replica.feeds import FeedCatalog

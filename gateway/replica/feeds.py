@@ -19,7 +19,7 @@ import orjson
 from feeds.schedule.codec import CodecError, decode_index
 from feeds.schedule.index import ScheduleIndex
 from gateway.errors import ApiError, FeedNotReady, NotFound
-from gateway.ingest.feed_config import FeedConfig
+from gateway.feed_config import FeedConfig
 from gateway.replica.realtime import RealtimeView
 from gateway.store.store import Store
 
