@@ -13,8 +13,6 @@ What is relied on:
   ``Resource.resolve`` calls with ``request.rel_url.path_safe``: ``gateway/http/routing.py``
   (``QuickDynamicResource`` overrides ``_match`` and matches with ``_pattern``, and undoes
   aiohttp's ``path_safe`` quoting of ``%2F`` and ``%25`` as aiohttp's own ``_match`` does);
-- aiohttp ``BaseSite._server`` (the listening ``asyncio.Server``):
-  ``gateway/ingest/replay.py`` reads the port it bound from it;
 - prometheus-client ``Histogram._buckets`` (one value per bucket, not cumulative, in the order
   of the bounds, +Inf last) and ``Histogram._sum``, each with ``.inc(amount)``, in-process and
   under ``PROMETHEUS_MULTIPROC_DIR``: ``gateway/observability/request_metrics.py``
@@ -23,7 +21,6 @@ What is relied on:
 
 from __future__ import annotations
 
-import asyncio
 import os
 import re
 import subprocess
@@ -44,7 +41,6 @@ from gateway.observability.request_metrics import BOUNDS, _Series
 
 ROUTING = "gateway/http/routing.py"
 REQUEST_METRICS = "gateway/observability/request_metrics.py"
-REPLAY = "gateway/ingest/replay.py"
 
 
 def broken(library: str, attribute: str, ours: str, relies: str, todo: str) -> str:
@@ -155,23 +151,6 @@ async def test_resolve_calls_the_quick_match_with_path_safe_and_agrees_with_aioh
             "aiohttp", f"DynamicResource._match's decoding (for {path!r}: aiohttp gives "
             f"{dict(expected)}, QuickDynamicResource {dict(found)})", ROUTING,
             "mirrors aiohttp's _unquote_path_safe (%2F -> '/', %25 -> '%')", ROUTING_TODO)
-
-
-async def test_a_started_site_keeps_its_server_in_private_server() -> None:
-    runner = web.AppRunner(web.Application(), access_log=None)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        server = getattr(site, "_server", None)
-        sockets = getattr(server, "sockets", None)
-        assert isinstance(server, asyncio.AbstractServer) and sockets, broken(
-            "aiohttp", f"BaseSite._server (now {server!r})", REPLAY,
-            "reads the port ReplayServer bound (port 0) from site._server.sockets",
-            "Switch ReplayServer.start to the public AppRunner.addresses.")
-        assert sockets[0].getsockname() == runner.addresses[0]
-    finally:
-        await runner.cleanup()
 
 
 # prometheus-client

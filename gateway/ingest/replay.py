@@ -48,9 +48,7 @@ class ReplayServer:
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
         await site.start()
-        server = site._server
-        assert server is not None and server.sockets  # type: ignore[attr-defined]
-        bound = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+        bound = self._runner.addresses[0][1]  # the port given, or the one bound for port 0
         self.base_url = f"http://{host}:{bound}"
         return self.base_url
 
