@@ -14,7 +14,8 @@ import redis.asyncio as aioredis
 
 from gateway.access.key_issuing import create_key
 from gateway.access.keys import generate_key, key_hash, key_id_of
-from gateway.access.limiter import Check, KeyLimiter, _CheckGroup, _KeyWire, _Wire
+from gateway.access.limiter import Check, KeyLimiter
+from gateway.access.limiter.checks import CheckGroup, ChecksWire, KeyWire
 from gateway.access.limits import month_window
 from gateway.access.tiers import DEFAULT_TIERS, Limits, set_tier, wire_table
 from gateway.clock import FixedClock, parse_instant
@@ -181,14 +182,14 @@ async def test_a_reply_the_limiter_cannot_read_fails_its_requests(limiter: KeyLi
     requests with 503 instead of leaving them waiting, and the batcher carries on."""
     key = generate_key()
     month = month_window(NOW)
-    group = _CheckGroup(limiter, (key_id_of(key), key_hash(key), month.name, True),
-                        _KeyWire(key_id_of(key), key_hash(key), month.name, True),
-                        ";bronze:30:1;", NOW, 60)
+    group = CheckGroup(limiter, (key_id_of(key), key_hash(key), month.name, True),
+                       KeyWire(key_id_of(key), key_hash(key), month.name, True),
+                       ";bronze:30:1;", NOW, 60)
     waiting: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
     group.waiters.append(waiting)
     batcher = limiter._batcher
     batcher._inflight += 1  # as if sent
-    batcher._finish([_Wire.of_checks([group])], [[b"ok", b"developer", 7]], time.perf_counter())
+    batcher._finish([ChecksWire([group])], [[b"ok", b"developer", 7]], time.perf_counter())
     with pytest.raises(StoreUnavailable, match="unreadable"):
         await waiting
     assert batcher._inflight == 0

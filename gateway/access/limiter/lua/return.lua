@@ -1,0 +1,27 @@
+-- Reserves that ended: what was not used goes back (gateway.ratelimit.hand_back), and
+-- they stop counting as held.
+-- KEYS per reserve: GCRA state, month counter, reserves held (one hash tag)
+-- ARGV per reserve: unused, GCRA emission interval (us, 0: no per-minute limit), the GCRA
+--       state the grant left (us), reserve id
+local now
+for i = 0, #KEYS / 3 - 1 do
+  local unused, t = tonumber(ARGV[i * 4 + 1]), tonumber(ARGV[i * 4 + 2])
+  local granted_tat = tonumber(ARGV[i * 4 + 3])
+  if unused > 0 then
+    if t > 0 then
+      if not now then
+        local time = redis.call('TIME')
+        now = tonumber(time[1]) * 1000000 + tonumber(time[2])
+      end
+      -- only what still lies ahead: slots the clock has passed were refilled anyway
+      local back = math.min(unused * t, math.max(0, granted_tat - now))
+      local tat = back > 0 and tonumber(redis.call('GET', KEYS[i * 3 + 1]) or '')
+      if tat then redis.call('SET', KEYS[i * 3 + 1], tat - back, 'KEEPTTL') end
+    end
+    if redis.call('EXISTS', KEYS[i * 3 + 2]) == 1 then
+      redis.call('DECRBY', KEYS[i * 3 + 2], unused)
+    end
+  end
+  redis.call('ZREM', KEYS[i * 3 + 3], ARGV[i * 4 + 4])
+end
+return #KEYS / 3
