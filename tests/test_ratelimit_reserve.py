@@ -1,12 +1,17 @@
 """Reserves on real stores: a key a process sees often is counted ahead in blocks, served from
 the block without store calls, and what is left goes back; limits stay exact across processes
-(a check that would refuse while a reserve is held elsewhere waits for it)."""
+(a check that would refuse while a reserve is held elsewhere waits for it).
+
+The limiter's monotonic clock (a key's rate window, a reserve's lifetime as ``take`` sees it)
+is a ``FixedClock`` the tests step. Real sleeps remain only where the wait is real: a reserve's
+end by its loop timer, the store's own ``TIME``, and a limiter waiting for reserves held
+elsewhere (its reads of ``WAIT_LIMIT_S``) in the tests that measure it."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -25,8 +30,16 @@ NOW = parse_instant("2023-11-07T17:05:00-08:00")
 MONTH = month_window(NOW)
 
 
-def limiter_of(store: Store, reserve_seconds: float) -> KeyLimiter:
-    return KeyLimiter(store.sibling(0.25), 1.0, 0.25, reserve_seconds=reserve_seconds)
+def limiter_of(store: Store, reserve_seconds: float,
+               monotonic: Callable[[], float] = time.monotonic) -> KeyLimiter:
+    return KeyLimiter(store.sibling(0.25), 1.0, 0.25, reserve_seconds=reserve_seconds,
+                      monotonic=monotonic)
+
+
+@pytest.fixture
+def mono() -> FixedClock:
+    """The limiter's monotonic clock, stepped by the tests (``mono.now``)."""
+    return FixedClock(0.0)
 
 
 @pytest.fixture
@@ -47,11 +60,13 @@ async def burst(limiter: KeyLimiter, key: str, n: int, table: str) -> list[tuple
     return [(c.result, c.month_used, c.minute_remaining) for c in checks]
 
 
-async def make_hot(limiter: KeyLimiter, key: str, table: str, n: int = 5) -> int:
-    """Two bursts 0.12 s apart: the second one's check carries the key's rate, so it asks for a
-    reserve. Returns the requests admitted."""
+async def make_hot(limiter: KeyLimiter, mono: FixedClock, key: str, table: str,
+                   n: int = 5) -> int:
+    """Two bursts 0.12 s apart on the limiter's clock ``mono``: the second one's check carries
+    the key's rate (measured over 0.1 s at least), so it asks for a reserve. Returns the
+    requests admitted."""
     first = await burst(limiter, key, n, table)
-    await asyncio.sleep(0.12)
+    mono.advance(0.12)
     second = await burst(limiter, key, n, table)
     return sum(r == OK for r, _, _ in first + second)
 
@@ -67,14 +82,14 @@ async def used(store: Store, key: str) -> int:
 
 
 async def test_a_hot_key_is_served_from_its_reserve_without_store_calls(
-        store: Store, tier: str) -> None:
-    limiter = limiter_of(store, reserve_seconds=5.0)
+        store: Store, tier: str, mono: FixedClock) -> None:
+    limiter = limiter_of(store, reserve_seconds=5.0, monotonic=mono.now)
     key, _ = await new_key(store, "h@example.org", "big")
     try:
-        assert await make_hot(limiter, key, tier) == 10
+        assert await make_hot(limiter, mono, key, tier) == 10
         assert limiter._reserves, "the second burst's check asked for a reserve"
         calls, served = await _evalsha_calls(store, lambda: burst(limiter, key, 100, tier))
-        assert calls == 0  # a reserve of ~200 (5 requests in ~0.12 s, for 5 s)
+        assert calls == 0  # a reserve of 208 (5 requests in 0.12 s, for 5 s)
         # every request its own numbers, as if checked one after another
         assert [r for r, _, _ in served] == [OK] * 100
         assert [u for _, u, _ in served] == list(range(11, 111))
@@ -87,18 +102,18 @@ async def test_a_hot_key_is_served_from_its_reserve_without_store_calls(
     assert not await store.client.exists(key_held_key(key_id_of(key)))
 
 
-async def test_what_a_reserve_leaves_goes_back_when_it_ends(store: Store, tier: str) -> None:
-    # 0.3 s, not less: make_hot's 5 requests must measure as a reserve of 8 or more, i.e. a
-    # rate of 8 / 0.3 s, so its two bursts may lie up to 0.19 s apart (at 0.2 s, only 0.125 s:
-    # a first burst slower than 5 ms on a busy host gave no reserve)
-    limiter = limiter_of(store, reserve_seconds=0.3)
+async def test_what_a_reserve_leaves_goes_back_when_it_ends(
+        store: Store, tier: str, mono: FixedClock) -> None:
+    # make_hot's 5 requests in 0.12 s ask for a reserve of 12 (8 at least: reserve_size)
+    limiter = limiter_of(store, reserve_seconds=0.3, monotonic=mono.now)
     key, _ = await new_key(store, "e@example.org", "hundred")
     try:
-        await make_hot(limiter, key, tier)
+        await make_hot(limiter, mono, key, tier)
         assert limiter._reserves
         assert await used(store, key) > 10  # counted ahead
         await burst(limiter, key, 3, tier)  # from the reserve
-        await asyncio.sleep(0.5)
+        mono.advance(0.5)
+        await asyncio.sleep(0.5)  # its end is a loop timer, its return a store round trip
         assert not limiter._reserves
         assert await used(store, key) == 13
         assert not await store.client.exists(key_held_key(key_id_of(key)))
@@ -111,16 +126,18 @@ async def test_what_a_reserve_leaves_goes_back_when_it_ends(store: Store, tier: 
 
 
 async def test_limits_stay_exact_while_another_process_holds_a_reserve(
-        store: Store, tier: str) -> None:
+        store: Store, tier: str, mono: FixedClock) -> None:
     """Two limiters (as two processes) on a key with 100 requests left of its month (a
     per-minute limit would refill while the test runs): A holds a reserve it hardly uses; B's
     burst takes the rest. B's requests beyond it wait for A's reserve to come back instead of
-    being refused, so exactly 100 pass in all and every refusal is final."""
-    a, b = limiter_of(store, reserve_seconds=0.5), limiter_of(store, reserve_seconds=0.5)
+    being refused, so exactly 100 pass in all and every refusal is final. (B's wait is real:
+    A's reserve ends by its loop timer; B keeps the real clock.)"""
+    a = limiter_of(store, reserve_seconds=0.5, monotonic=mono.now)
+    b = limiter_of(store, reserve_seconds=0.5)
     key, _ = await new_key(store, "x@example.org", "quota")
     await store.client.set(key_month_key(key_id_of(key), MONTH.name), 19_900, ex=3600)
     try:
-        passed = await make_hot(a, key, tier)
+        passed = await make_hot(a, mono, key, tier)
         assert passed == 10 and a._reserves, "A holds a reserve"
         assert await store.client.zcard(key_held_key(key_id_of(key))) == 1
         passed += sum(r == OK for r, _, _ in await burst(a, key, 3, tier))  # from it
@@ -139,28 +156,29 @@ async def test_limits_stay_exact_while_another_process_holds_a_reserve(
 
 
 async def test_revocation_reaches_a_key_with_a_reserve_within_its_lifetime(
-        store: Store, tier: str) -> None:
-    limiter = limiter_of(store, reserve_seconds=0.3)
+        store: Store, tier: str, mono: FixedClock) -> None:
+    limiter = limiter_of(store, reserve_seconds=0.3, monotonic=mono.now)
     key, rec = await new_key(store, "r@example.org", "big")
     try:
-        await make_hot(limiter, key, tier)
+        await make_hot(limiter, mono, key, tier)
         assert limiter._reserves
         await store.update_key(rec.key_id, {"revoked": "2023-11-08T01:05:00+00:00"})
-        revoked_at = time.monotonic()
+        revoked_at = mono.now()
         while (await burst(limiter, key, 1, tier))[0][0] != "revoked":
-            assert time.monotonic() - revoked_at < 0.6
-            await asyncio.sleep(0.01)
+            assert mono.now() - revoked_at < 0.6
+            mono.advance(0.01)
     finally:
         await limiter.close()
 
 
-async def test_a_key_seen_rarely_gets_no_reserve(store: Store, tier: str) -> None:
-    limiter = limiter_of(store, reserve_seconds=0.25)
+async def test_a_key_seen_rarely_gets_no_reserve(store: Store, tier: str,
+                                                 mono: FixedClock) -> None:
+    limiter = limiter_of(store, reserve_seconds=0.25, monotonic=mono.now)
     key, _ = await new_key(store, "s@example.org", "big")
     try:
         for _ in range(4):
             await burst(limiter, key, 1, tier)
-            await asyncio.sleep(0.05)
+            mono.advance(0.05)
         assert not limiter._reserves
         assert await used(store, key) == 4
     finally:
@@ -168,33 +186,36 @@ async def test_a_key_seen_rarely_gets_no_reserve(store: Store, tier: str) -> Non
 
 
 @pytest.fixture
-async def no_reserve_limiter(store: Store) -> AsyncIterator[KeyLimiter]:
-    limiter = limiter_of(store, reserve_seconds=0)
+async def no_reserve_limiter(store: Store, mono: FixedClock) -> AsyncIterator[KeyLimiter]:
+    limiter = limiter_of(store, reserve_seconds=0, monotonic=mono.now)
     yield limiter
     await limiter.close()
 
 
-async def test_reserves_can_be_turned_off(store: Store, tier: str,
+async def test_reserves_can_be_turned_off(store: Store, tier: str, mono: FixedClock,
                                           no_reserve_limiter: KeyLimiter) -> None:
     key, _ = await new_key(store, "o@example.org", "big")
-    await make_hot(no_reserve_limiter, key, tier, n=20)
+    await make_hot(no_reserve_limiter, mono, key, tier, n=20)
     assert not no_reserve_limiter._reserves
     assert await used(store, key) == 40
 
 
-async def test_a_reserve_the_clock_has_passed_gives_no_slots_back(store: Store, tier: str) -> None:
+async def test_a_reserve_the_clock_has_passed_gives_no_slots_back(
+        store: Store, tier: str, mono: FixedClock) -> None:
     """60,000/min: one request per ms. A's reserve lies a few ms ahead when granted; B then
     pushes the GCRA state a second ahead. When A's reserve ends 0.3 s later, its slots are
     long refilled: handing them back must not take them off B's state (that would admit more
-    than the burst)."""
-    a, b = limiter_of(store, reserve_seconds=0.3), limiter_of(store, reserve_seconds=0)
+    than the burst). The store's clock has to pass A's slots, so that wait is real."""
+    a = limiter_of(store, reserve_seconds=0.3, monotonic=mono.now)
+    b = limiter_of(store, reserve_seconds=0)
     key, _ = await new_key(store, "f@example.org", "fast")
     gcra = key_gcra_key(key_id_of(key))
     try:
-        await make_hot(a, key, tier)
+        await make_hot(a, mono, key, tier)
         assert a._reserves
         await burst(b, key, 1000, tier)
         before = int(await store.client.get(gcra))
+        mono.advance(0.5)
         await asyncio.sleep(0.5)
         assert not a._reserves and not await store.client.exists(key_held_key(key_id_of(key)))
         assert int(await store.client.get(gcra)) == before
@@ -228,7 +249,8 @@ async def test_a_reserve_of_a_dead_process_stops_counting_at_its_hold_time(
         await limiter.close()
 
 
-async def test_a_key_served_from_a_reserve_expires_on_time(store: Store, tier: str) -> None:
+async def test_a_key_served_from_a_reserve_expires_on_time(store: Store, tier: str,
+                                                          mono: FixedClock) -> None:
     """Expiry is checked on every request, reserve or not: the moment the key expires (by
     the process clock), its next request is refused although its reserve has places left,
     and the reserve goes back whole (the refused request is not counted)."""
@@ -241,7 +263,7 @@ async def test_a_key_served_from_a_reserve_expires_on_time(store: Store, tier: s
 
     clock = FixedClock(NOW)
     key, _ = await new_key(store, "t@example.org", "big", expires=NOW + 60)
-    limiter = limiter_of(store, reserve_seconds=30.0)
+    limiter = limiter_of(store, reserve_seconds=30.0, monotonic=mono.now)
     tiers = TierCache(limiter.store, 5.0)
     await tiers.refresh()
     guard = Guard(Settings.from_env({}), clock, limiter, tiers)
@@ -256,7 +278,7 @@ async def test_a_key_served_from_a_reserve_expires_on_time(store: Store, tier: s
     try:
         for _ in range(2):
             await asyncio.gather(*(admit() for _ in range(5)))
-            await asyncio.sleep(0.12)
+            mono.advance(0.12)
         assert limiter._reserves
         assert guard.admit_reserved(request()).month_used == 11  # from the reserve
         clock.advance(60)
