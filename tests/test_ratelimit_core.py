@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.access.limiter import CircuitBreaker, GroupVerdict
+from gateway.access.limiter.breaker import CircuitBreaker
+from gateway.access.limiter.verdict import GroupVerdict
 from gateway.access.limits import (
     MINUTE_US,
     OK,

@@ -19,7 +19,7 @@ from gwprocs import GatewayProcess, get, start_gateways
 
 from gateway.access.key_issuing import create_key
 from gateway.access.keys import key_hash
-from gateway.access.limiter import RESERVE_SECONDS
+from gateway.access.limiter.reserves import RESERVE_SECONDS
 from gateway.access.tiers import set_tier
 from gateway.clock import SystemClock
 from gateway.store.embedded import EmbeddedValkey
