@@ -34,7 +34,7 @@ def _number(env: Mapping[str, str], name: str, kind: type[float] | type[int],
 
 @dataclass(frozen=True)
 class Settings:
-    """Process settings. Every field has a documented environment variable (see README)."""
+    """Process settings. Every field has a documented environment variable (docs/operations.md)."""
 
     redis_url: str | None = None
     """REDIS_URL: an external Redis/Valkey. None starts the embedded Valkey under data_dir."""
@@ -128,6 +128,8 @@ class Settings:
             bench_no_auth=env.get("GATEWAY_BENCH_NO_AUTH", "") == "1",
             metrics=env.get("GATEWAY_METRICS", "1") in _TRUE,
             static_max_bytes=_number(env, "GATEWAY_STATIC_MAX_BYTES", int, str(512 * 1024 * 1024)),
+            realtime_max_bytes=_number(env, "GATEWAY_REALTIME_MAX_BYTES", int,
+                                       str(64 * 1024 * 1024)),
             allow_private_urls=env.get("GATEWAY_ALLOW_PRIVATE_URLS", "") in ("1", "true", "yes"),
         )
         clean = {k: v for k, v in overrides.items() if v is not None}
