@@ -74,6 +74,8 @@ class GroupVerdict:
 
     @classmethod
     def from_reply(cls, reply: Sequence[Any]) -> GroupVerdict:
+        """One key's answer in the check script's reply (``lua/check.lua``): 16 fields, or
+        fewer when the key was refused before anything was counted (unknown, revoked...)."""
         if len(reply) < 16:
             kind, tier, expires = [*(v.decode() for v in reply[1:4]), "", "", ""][:3]
             return cls(reply[0].decode(), kind, tier, expires)
