@@ -209,7 +209,7 @@ def test_a_reserve_is_counted_like_later_requests_and_comes_back_whole(
         taken: int) -> None:
     """A reserve only far from the limits (at most half of what is left of either, at most
     0.1 % of the month); its places decide like requests right after the ``n``; handing back
-    what was not used at once (the Lua RETURN_SCRIPT: ``hand_back``, month - unused) leaves
+    what was not used at once (limiter/lua/return.lua: ``hand_back``, month - unused) leaves
     the state of ``n + used`` requests counted one after another."""
     limits = Limits(per_minute, per_month)
     tat = gcra(0, T0 - 10 * MINUTE_US, per_minute or 1).tat_us
