@@ -28,9 +28,9 @@ from gwprocs import free_port
 
 from gateway.access.key_issuing import create_key
 from gateway.clock import FixedClock, parse_instant
+from gateway.feed_config import FeedConfig
 from gateway.http.app import build_app
 from gateway.http.appkeys import CATALOG, FEEDS
-from gateway.ingest.feed_config import FeedConfig
 from gateway.ingest.feed_service import FeedService, IngestResult
 from gateway.settings import Settings
 from gateway.store.embedded import EmbeddedValkey
@@ -61,18 +61,18 @@ async def catalog_settled(app: Any, feed_id: str, within: float = 5.0) -> None:
 
 @pytest.fixture
 def board_renders(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, ...]]:
-    """The arguments of every departure board rendered from here on (``gateway.http.handlers``), to
-    tell a rendered board from a cached one."""
-    import gateway.http.handlers
+    """The arguments of every departure board rendered from here on (``gateway.http.departures``),
+    to tell a rendered board from a cached one."""
+    import gateway.http.departures
 
     renders: list[tuple[Any, ...]] = []
-    render = gateway.http.handlers._render_board
+    render = gateway.http.departures._render_board
 
     async def counted(*args: Any) -> bytes:
         renders.append(args)
         return await render(*args)
 
-    monkeypatch.setattr(gateway.http.handlers, "_render_board", counted)
+    monkeypatch.setattr(gateway.http.departures, "_render_board", counted)
     return renders
 
 
