@@ -110,10 +110,9 @@ async def test_require_operator_helper(store: Store, aiohttp_client: Any) -> Non
         return json_response({"by": require_operator(request).key_id})
 
     clock = FixedClock(parse_instant(NOW))
-    app = build_app(Settings(), store, clock, follow_store=False)
+    mono = FixedClock(0.0)  # the limiter's monotonic clock, stepped below instead of sleeping
+    app = build_app(Settings(), store, clock, follow_store=False, monotonic=mono.now)
     add_routes(app, [web.post("/v1/ops-only", secret)], app[GUARD], measure=False)
-    mono = FixedClock(0.0)  # the limiter's monotonic clock (build_app has no parameter for
-    app[GUARD].limiter.monotonic = mono.now  # it), stepped below instead of sleeping
     client = await aiohttp_client(app)
     operator, record = await create_key(store, clock, kind="operator", email="o@example.org",
                                         tier="unlimited")

@@ -19,6 +19,7 @@ import hmac
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -70,9 +71,10 @@ def _refuse(code: str, message: str) -> Unauthorized:
 
 class Guard:
     def __init__(self, settings: Settings, clock: Clock, limiter: KeyLimiter,
-                 tiers: TierCache) -> None:
+                 tiers: TierCache, monotonic: Callable[[], float] = time.monotonic) -> None:
         self.settings = settings
         self.clock = clock
+        self.monotonic = monotonic  # durations: the grace period, the fallback's GCRA
         self.limiter = limiter
         self.tiers = tiers
         self.fallback = FallbackLimiter()
@@ -205,7 +207,7 @@ class Guard:
                           "renews at the start of next month (UTC)", code="quota_exceeded")
 
     def _remember(self, key_id: str, key_hash: str, kind: str, tier: str, expires: str) -> None:
-        at = time.monotonic()
+        at = self.monotonic()
         seen = self.recent.get(key_id)
         if (seen is not None and at - seen.at < self._remember_every and seen.hash == key_hash
                 and seen.kind == kind and seen.tier == tier and seen.expires == expires):
@@ -219,7 +221,7 @@ class Guard:
                   month: MonthWindow) -> Caller:
         """The store cannot answer: recently verified keys only, limited in process."""
         seen = self.recent.get(key_id)
-        if (seen is None or time.monotonic() - seen.at > self.settings.auth_grace_seconds
+        if (seen is None or self.monotonic() - seen.at > self.settings.auth_grace_seconds
                 or not hmac.compare_digest(seen.hash, key_hash)):
             metrics.AUTH_FAILURES.labels("store_unavailable").inc()
             raise StoreUnavailable("the key store is unreachable; try again in a few seconds")
@@ -229,7 +231,7 @@ class Guard:
         if not self.settings.ratelimit_fail_open:
             metrics.decision(seen.tier, "store_unavailable", "fallback")
             raise StoreUnavailable("the key store is unreachable; try again in a few seconds")
-        step = self.fallback.check(key_id, limits, time.monotonic_ns() // 1000)
+        step = self.fallback.check(key_id, limits, int(self.monotonic() * 1_000_000))
         retry = 0 if step.allowed else max(1, seconds_up(step.retry_after_us))
         caller = Caller(key_id, seen.kind, seen.tier, limits, seen.expires, step.remaining,
                         step.reset_us, None, month, month.seconds_left(now), "fallback",

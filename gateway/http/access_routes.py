@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
@@ -77,17 +77,17 @@ def _refuse_bench_mode_off_loopback(settings: Settings) -> None:
                     "Benchmarks only; never in production.")
 
 
-def install(app: web.Application, settings: Settings, store: Store,
-            clock: Clock) -> list[web.RouteDef]:
+def install(app: web.Application, settings: Settings, store: Store, clock: Clock,
+            monotonic: Callable[[], float]) -> list[web.RouteDef]:
     """Keys, tiers, limits and signup on ``app``; returns its routes (keys, signup, operator
     routes and /metrics) for ``gateway.http.app`` to register behind its endpoint wrapper."""
     if settings.bench_no_auth:
         _refuse_bench_mode_off_loopback(settings)
     limiter = KeyLimiter(store.sibling(settings.limiter_timeout_s), settings.breaker_seconds,
-                         settings.limiter_timeout_s, settings.reserve_seconds)
+                         settings.limiter_timeout_s, settings.reserve_seconds, monotonic)
     tiers = TierCache(limiter.store, settings.tier_cache_seconds)  # fails fast too
     if not settings.bench_no_auth:
-        app[GUARD] = Guard(settings, clock, limiter, tiers)
+        app[GUARD] = Guard(settings, clock, limiter, tiers, monotonic)
     app[signup_routes.SIGNUP] = SignupService(store, clock, settings, limiter, tiers)
 
     routes = [

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
@@ -34,7 +35,10 @@ from gateway.store.store import Store
 
 
 def build_app(settings: Settings, store: Store, clock: Clock,
-              catalog: FeedCatalog | None = None, follow_store: bool = True) -> web.Application:
+              catalog: FeedCatalog | None = None, follow_store: bool = True,
+              monotonic: Callable[[], float] = time.monotonic) -> web.Application:
+    """The app over ``store``; ``clock`` is the process clock (instants), ``monotonic`` the
+    clock the limiter and the guard measure durations with (tests step both)."""
     app = web.Application(client_max_size=64 * 1024 * 1024)
     app[HTTP_METRICS] = settings.metrics  # request latency and bytes, by route and status
     catalog = catalog or FeedCatalog(store)
@@ -54,7 +58,8 @@ def build_app(settings: Settings, store: Store, clock: Clock,
         web.get("/v1/feeds/{feed}/vehicles", feed_routes.vehicles),
         web.get("/v1/feeds/{feed}/alerts", feed_routes.alerts),
         web.get("/v1/feeds/{feed}/trips/{trip}", trips.trip),
-        *access_routes.install(app, settings, store, clock),  # keys, signup, operator routes
+        # keys, signup, operator routes
+        *access_routes.install(app, settings, store, clock, monotonic),
         web.get("/healthz", ops.healthz),
         web.get("/readyz", ops.readyz),
         web.get("/openapi.json", openapi.openapi_json),
