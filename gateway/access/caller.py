@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from aiohttp import web
 from multidict import istr
 
+from gateway.access.bounded_memo import memo
 from gateway.access.limits import (
     US,
     Limits,
@@ -15,7 +16,6 @@ from gateway.access.limits import (
     policy_header,
     ratelimit_header,
 )
-from gateway.access.memo import memo
 from gateway.errors import Forbidden
 
 

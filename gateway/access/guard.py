@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from gateway.access import keys
+from gateway.access.bounded_memo import memo
 from gateway.access.caller import CALLER, X_API_KEY, Caller, policy_of, presented_key
 from gateway.access.limiter import GroupVerdict, KeyLimiter
 from gateway.access.limits import (
@@ -37,7 +38,6 @@ from gateway.access.limits import (
     month_window,
     seconds_up,
 )
-from gateway.access.memo import memo
 from gateway.access.tiers import TierCache
 from gateway.clock import Clock
 from gateway.errors import RateLimited, StoreUnavailable, Unauthorized

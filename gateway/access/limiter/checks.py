@@ -14,12 +14,12 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
+from gateway.access.bounded_memo import memo
 from gateway.access.limiter.reserves import HOLD_US, RATE_WINDOW_S
 from gateway.access.limiter.scripts import CHECK, Script
 from gateway.access.limiter.verdict import GroupVerdict
 from gateway.access.limiter.wire import Pending, Wire
 from gateway.access.limits import MINUTE_US, OK, QUOTA_EXCEEDED, RATE_LIMITED, reserve_size
-from gateway.access.memo import memo
 from gateway.observability import metrics
 from gateway.store.names import key_gcra_key, key_held_key, key_month_key, key_record_key
 from gateway.store.resp import Arg, bulk

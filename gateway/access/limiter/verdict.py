@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from gateway.access.bounded_memo import memo
 from gateway.access.limits import OK, Limits
-from gateway.access.memo import memo
 
 _TEXTS: dict[bytes, str] = {}
 
