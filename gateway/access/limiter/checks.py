@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from gateway.access.bounded_memo import memo
 from gateway.access.limiter.reserves import HOLD_US, RATE_WINDOW_S
-from gateway.access.limiter.scripts import CHECK, Script
+from gateway.access.limiter.scripts import CHECK, STORE_TIME_BULK, Script, store_now_arg
 from gateway.access.limiter.verdict import GroupVerdict
 from gateway.access.limiter.wire import Pending, Wire
 from gateway.access.limits import MINUTE_US, OK, QUOTA_EXCEEDED, RATE_LIMITED, reserve_size
@@ -122,10 +122,11 @@ class ChecksWire(Wire):
 
     def __init__(self, checks: list[CheckGroup]) -> None:
         """Packed from parts cached per key and per tier table (this runs for every batch)."""
-        parts = [b"*%d\r\n" % (7 + 10 * len(checks)), _EVALSHA_CHECK, bulk(4 * len(checks))]
+        store_clock = checks[0].limiter.store_clock
+        parts = [b"*%d\r\n" % (8 + 10 * len(checks)), _EVALSHA_CHECK, bulk(4 * len(checks))]
         parts += [c.key.key_part for c in checks]
         parts += [_bulk_cached(checks[0].table), _MINUTE_BULK, bulk(repr(checks[-1].now)),
-                  _HOLD_BULK]
+                  _HOLD_BULK, STORE_TIME_BULK if store_clock is None else bulk(store_clock())]
         for c in checks:
             c.close()  # packed: later requests of its key start a new group
             parts += [c.key.hash_part, _bulk_cached(c.ttl), c.key.strict_part,
@@ -138,7 +139,8 @@ class ChecksWire(Wire):
 
     def command(self) -> tuple[list[Arg], list[Arg]]:
         keys: list[Arg] = []
-        args: list[Arg] = [self.checks[0].table, _MINUTE, repr(self.checks[-1].now), _HOLD]
+        args: list[Arg] = [self.checks[0].table, _MINUTE, repr(self.checks[-1].now), _HOLD,
+                           store_now_arg(self.checks[0].limiter.store_clock)]
         for c in self.checks:
             keys += c.key.keys
             args += [c.key.key_hash, c.ttl, b"1" if c.key.strict else b"0", len(c.waiters),

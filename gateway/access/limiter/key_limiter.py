@@ -8,7 +8,9 @@ refusal while reserves are held elsewhere is asked again every ``WAIT_STEP_S`` u
 final (at most ``WAIT_LIMIT_S``: by then every reserve held has stopped counting).
 
 Monotonic time (a key's rate, reserve lifetimes, waiting, the breaker) is read from the
-``monotonic`` passed in, so tests step it instead of sleeping.
+``monotonic`` passed in, so tests step it instead of sleeping. The scripts time the GCRA and
+the reserves held with the store's ``TIME``, unless the limiter is given a ``store_clock``
+(us): then every script call carries that clock's instant instead (tests step it too).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from gateway.access.limiter.batcher import Batcher
 from gateway.access.limiter.breaker import CircuitBreaker
 from gateway.access.limiter.checks import CheckGroup, GroupKey, KeyWire
 from gateway.access.limiter.reserves import HOLD_US, RESERVE_SECONDS, ReserveBook
-from gateway.access.limiter.scripts import GCRA
+from gateway.access.limiter.scripts import GCRA, store_now_arg
 from gateway.access.limiter.verdict import Check, GroupVerdict
 from gateway.access.limiter.wire import Call
 from gateway.access.limits import MonthWindow
@@ -38,15 +40,17 @@ WAIT_LIMIT_S = HOLD_US / 1e6 + 1.0  # then a refusal is final (every reserve the
 
 class KeyLimiter(ReserveBook):
     """The limiter of one process, on ``store`` (the store's fast sibling: short timeouts, no
-    retries) behind a circuit breaker open for ``breaker_seconds`` after a failure."""
+    retries) behind a circuit breaker open for ``breaker_seconds`` after a failure.
+    ``store_clock``: the store time its scripts use (us); None, in production: ``TIME``."""
 
     def __init__(self, store: Store, breaker_seconds: float, timeout: float,
                  reserve_seconds: float = RESERVE_SECONDS,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+                 monotonic: Callable[[], float] = time.monotonic,
+                 store_clock: Callable[[], int] | None = None) -> None:
         self.store = store
         self.breaker = CircuitBreaker(breaker_seconds)
         super().__init__(Batcher(store, self.breaker, timeout, monotonic), reserve_seconds,
-                         monotonic)
+                         monotonic, store_clock)
         self.open_groups: dict[GroupKey, CheckGroup] = {}  # that requests may still join
         self._wires: dict[GroupKey, KeyWire] = {}
 
@@ -130,7 +134,8 @@ class KeyLimiter(ReserveBook):
         """Spend one signup of ``ip`` (``limit`` per ``period_s``, the ``GCRA`` script on its
         own key): 0.0 when admitted, else seconds to wait. It rides the limiter's batches and
         breaker, so a signup costs no connection of its own."""
-        call = Call(GCRA, (signup_ip_key(ip),), (limit, int(period_s * 1_000_000)))
+        call = Call(GCRA, (signup_ip_key(ip),), (limit, int(period_s * 1_000_000),
+                                                 store_now_arg(self.store_clock)))
         self._batcher.submit(call)
         try:
             reply = await call.future

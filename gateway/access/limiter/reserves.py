@@ -22,7 +22,7 @@ import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from gateway.access.limiter.scripts import RETURN
+from gateway.access.limiter.scripts import RETURN, store_now_arg
 from gateway.access.limiter.verdict import GroupVerdict
 from gateway.access.limiter.wire import Call
 from gateway.access.limits import OK
@@ -65,12 +65,15 @@ class ReserveBook:
 
     ``monotonic`` is the limiter's clock: a reserve serves until ``reserve_seconds`` after
     its grant by this clock (tests step it); its timer, a loop timer, ends it meanwhile.
+    ``store_clock`` (us; None: the store's ``TIME``) is the store time the scripts use.
     """
 
     def __init__(self, batcher: Batcher, reserve_seconds: float,
-                 monotonic: Callable[[], float]) -> None:
+                 monotonic: Callable[[], float],
+                 store_clock: Callable[[], int] | None = None) -> None:
         self.reserve_seconds = reserve_seconds  # 0: no reserves
         self.monotonic = monotonic
+        self.store_clock = store_clock
         self._batcher = batcher
         self._reserves: dict[str, Reserve] = {}
         self._returns: list[Reserve] = []
@@ -159,7 +162,7 @@ class ReserveBook:
             return
         for part in ([[r] for r in returns] if self._batcher.store.cluster else [returns]):
             keys: list[str] = []
-            args: list[Arg] = []
+            args: list[Arg] = [store_now_arg(self.store_clock)]
             for r in part:
                 keys += r.key.keys[1:]
                 args += [r.admitted - r.next, r.verdict.interval_us, r.verdict.granted_tat,

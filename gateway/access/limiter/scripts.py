@@ -8,16 +8,23 @@ loads the script (``gateway.access.limiter.batcher``).
 - ``CHECK``: authenticates and counts the requests of a whole batch, key after key;
 - ``RETURN``: hands back what ended reserves did not use;
 - ``GCRA``: one GCRA on one key (signups per client IP).
+
+Store time: each script call carries one argument for "now" in the store's clock (us). In
+production it is empty and the script reads the store's ``TIME`` (so process clocks do not
+matter); a limiter built with a ``store_clock`` (tests) passes that clock's instant instead.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.resources import files
 from typing import Any
 
 from redis.exceptions import NoScriptError, ResponseError
+
+from gateway.store.resp import Arg, bulk
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +42,16 @@ def _load(name: str) -> Script:
 CHECK = _load("check")
 RETURN = _load("return")
 GCRA = _load("gcra")
+
+
+STORE_TIME = b""  # the store-time argument that means "the store's TIME" (production)
+STORE_TIME_BULK = bulk(STORE_TIME)
+
+
+def store_now_arg(store_clock: Callable[[], int] | None) -> Arg:
+    """A script call's store-time argument: empty (the script reads ``TIME``), or the instant
+    ``store_clock`` gives (us) when the limiter was built with one."""
+    return STORE_TIME if store_clock is None else store_clock()
 
 
 def no_script(reply: Any) -> bool:

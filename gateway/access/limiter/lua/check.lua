@@ -1,14 +1,17 @@
 -- KEYS: per key checked: its record, its GCRA state, its month counter, its reserves held (a
 --       sorted set: reserve id -> store time it stops counting; one hash tag each)
 -- ARGV: tier table ";name:per_minute:per_month;...", GCRA period (us), process now (s), hold
---       (us: how long a reserve counts as held), then per key: its hash, month counter TTL
---       (s), strict tier lookup (1|0), n requests, extra (a reserve wanted), reserve id
+--       (us: how long a reserve counts as held), store now (us; empty: the store's TIME, as
+--       in production; tests pass their own instant), then per key: its hash, month counter
+--       TTL (s), strict tier lookup (1|0), n requests, extra (a reserve wanted), reserve id
 -- One reply per key, in KEYS order; a key's n requests are decided as if one after another
--- (gateway.ratelimit.decide_batch, extra included). Keys are checked one after another, so a
--- key named twice sees its first check's counts.
+-- (monthly quota first, then the per-minute GCRA; extra included, as if it came right after
+-- them). Keys are checked one after another, so a key named twice sees its first check's
+-- counts. tests/ratelimit_model.py is the model that tests/test_ratelimit_machine.py holds
+-- this script to.
 local tiers, period, process_now = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local hold = tonumber(ARGV[4])
-local store_now
+local store_now = tonumber(ARGV[5])  -- nil when empty: TIME, read once, when first needed
 local function clock()
   if not store_now then
     local time = redis.call('TIME')
@@ -57,8 +60,9 @@ local function check(k, a)
     if slots < admitted then admitted, refusal = slots, 'rate_limited' end
     slots_left = slots - admitted
   end
-  -- a reserve only far from the limits, and at most 0.1 % of the month's quota (what a
-  -- process that dies with one loses): gateway.ratelimit.reserve_cap, reserve_fits
+  -- a reserve only far from the limits (at most half of what is left of the minute's burst
+  -- and of the month), and at most 0.1 % of the month's quota (what a process that dies with
+  -- one loses)
   if per_month > 0 then extra = math.min(extra, math.floor(per_month / 1000)) end
   if refusal == 'ok' and extra > 0 and slots_left >= 2 * extra
      and (per_month == 0 or per_month - used - admitted >= 2 * extra) then
@@ -91,6 +95,6 @@ local function check(k, a)
 end
 local out = {}
 for i = 0, #KEYS / 4 - 1 do
-  out[i + 1] = check(i * 4, 4 + i * 6)
+  out[i + 1] = check(i * 4, 5 + i * 6)
 end
 return out

@@ -1,7 +1,11 @@
--- One GCRA on one key (signups per client IP). ARGV: limit, period (us). Returns
+-- One GCRA on one key (signups per client IP). ARGV: limit, period (us), store now (us;
+-- empty: the store's TIME, as in production; tests pass their own instant). Returns
 -- {admitted 1|0, retry after (us)}.
-local clock = redis.call('TIME')
-local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
+local now = tonumber(ARGV[3])
+if not now then
+  local clock = redis.call('TIME')
+  now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
+end
 local limit = tonumber(ARGV[1])
 local t = math.max(1, math.floor(tonumber(ARGV[2]) / limit))
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0')

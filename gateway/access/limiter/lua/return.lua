@@ -1,12 +1,15 @@
--- Reserves that ended: what was not used goes back (gateway.ratelimit.hand_back), and
--- they stop counting as held.
+-- Reserves that ended: what was not used goes back, and they stop counting as held. Of the
+-- GCRA state only what still lies ahead of now goes back (slots the clock has passed were
+-- refilled anyway); the month counter gets all of it.
 -- KEYS per reserve: GCRA state, month counter, reserves held (one hash tag)
--- ARGV per reserve: unused, GCRA emission interval (us, 0: no per-minute limit), the GCRA
---       state the grant left (us), reserve id
-local now
+-- ARGV: store now (us; empty: the store's TIME, as in production; tests pass their own
+--       instant), then per reserve: unused, GCRA emission interval (us, 0: no per-minute
+--       limit), the GCRA state the grant left (us), reserve id
+local now = tonumber(ARGV[1])  -- nil when empty: TIME, read once, when first needed
 for i = 0, #KEYS / 3 - 1 do
-  local unused, t = tonumber(ARGV[i * 4 + 1]), tonumber(ARGV[i * 4 + 2])
-  local granted_tat = tonumber(ARGV[i * 4 + 3])
+  local a = 1 + i * 4
+  local unused, t = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+  local granted_tat = tonumber(ARGV[a + 3])
   if unused > 0 then
     if t > 0 then
       if not now then
@@ -22,6 +25,6 @@ for i = 0, #KEYS / 3 - 1 do
       redis.call('DECRBY', KEYS[i * 3 + 2], unused)
     end
   end
-  redis.call('ZREM', KEYS[i * 3 + 3], ARGV[i * 4 + 4])
+  redis.call('ZREM', KEYS[i * 3 + 3], ARGV[a + 4])
 end
 return #KEYS / 3
