@@ -1,4 +1,8 @@
-"""The rate-limit decision (gateway.ratelimit) with explicit ``now`` values: no store, no clock."""
+"""The pure parts of rate limiting with explicit ``now`` values: no store, no clock. The
+per-minute GCRA of the in-process fallback, calendar months, headers, reserve sizes, the
+breaker, and how a verdict gives each coalesced request its own numbers; and the model the
+limiter is held to (``tests/ratelimit_model.py``, driven against the real Lua scripts by
+``test_ratelimit_machine.py``) checked for its own sanity."""
 
 from __future__ import annotations
 
@@ -17,19 +21,23 @@ from gateway.access.limits import (
     RATE_LIMITED,
     FallbackLimiter,
     Limits,
-    decide,
-    decide_batch,
     gcra,
-    hand_back,
     month_window,
     policy_header,
     ratelimit_header,
-    reserve_cap,
-    reserve_fits,
     reserve_size,
     seconds_up,
 )
 from gateway.access.tiers import DEFAULT_TIERS, wire_table
+from tests.ratelimit_model import (
+    Outcome,
+    decide,
+    hand_back,
+    interval_us,
+    one_request,
+    reserve_cap,
+    reserve_fits,
+)
 
 T0 = 1_700_000_000_000_000  # microseconds
 
@@ -92,31 +100,46 @@ def test_never_more_than_limit_plus_elapsed_intervals(limit: int, gaps: list[int
     assert admitted <= limit + (now - T0) // interval
 
 
-def test_quota_first_and_refusals_cost_nothing() -> None:
+def test_model_quota_first_and_refusals_cost_nothing() -> None:
     limits = Limits(per_minute=100, per_month=5)
     used, tat, results = 0, 0, []
     for _ in range(7):
-        d = decide(tat, used, T0, limits)
-        used, tat = d.month_used, d.tat_us
+        d, tat, used = one_request(tat, used, T0, limits)
         results.append(d.result)
     assert results == [OK] * 5 + [QUOTA_EXCEEDED] * 2
     assert used == 5
-    assert decide(tat, used, T0, limits).minute_remaining == 95
+    assert one_request(tat, used, T0, limits)[0].remaining == 95
 
 
-def test_rate_limited_before_quota_runs_out() -> None:
+def test_model_rate_limited_before_quota_runs_out() -> None:
     limits = Limits(per_minute=2, per_month=10)
-    d1 = decide(0, 0, T0, limits)
-    d2 = decide(d1.tat_us, d1.month_used, T0, limits)
-    d3 = decide(d2.tat_us, d2.month_used, T0, limits)
+    d1, tat, used = one_request(0, 0, T0, limits)
+    d2, tat, used = one_request(tat, used, T0, limits)
+    d3, tat, used = one_request(tat, used, T0, limits)
     assert [d1.result, d2.result, d3.result] == [OK, OK, RATE_LIMITED]
-    assert d3.month_used == 2 and d3.retry_after_us == 30_000_000
+    assert d3.used == 2 and d3.retry_us == 30_000_000
 
 
-def test_unlimited_is_counted_but_never_refused() -> None:
+def test_model_unlimited_is_counted_but_never_refused() -> None:
     limits = DEFAULT_TIERS["unlimited"]
-    d = decide(0, 10**9, T0, limits)
-    assert d.result == OK and d.month_used == 10**9 + 1 and d.minute_remaining == -1
+    d, _, _ = one_request(0, 10**9, T0, limits)
+    assert d.result == OK and d.used == 10**9 + 1 and d.remaining == -1
+
+
+@given(limit=st.integers(1, 5000), gaps=st.lists(st.integers(0, 5_000_000), max_size=200))
+def test_the_model_gcra_is_the_fallback_gcra(limit: int, gaps: list[int]) -> None:
+    """The model's per-minute GCRA (what the Lua script is held to) and the fallback's (what a
+    process runs while the store is down) admit the same requests with the same numbers."""
+    now, tat, model_tat = T0, 0, 0
+    for gap in gaps:
+        now += gap
+        step = gcra(tat, now, limit)
+        tat = step.tat_us
+        outcome, model_tat, _ = one_request(model_tat, 0, now, Limits(limit, 0))
+        assert (outcome.result == OK, model_tat) == (step.allowed, tat)
+        assert (outcome.reset_us, outcome.retry_us) == (step.reset_us, step.retry_after_us)
+        if step.allowed:
+            assert outcome.remaining == step.remaining
 
 
 @pytest.mark.parametrize(("instant", "name", "days"), [
@@ -172,74 +195,78 @@ def test_wire_table_puts_the_default_tier_first() -> None:
     assert ";a_first:1:2;" in table and table.endswith(";")
 
 
+def verdict_of(outcomes: list[Outcome], reserved: int, limits: Limits) -> GroupVerdict:
+    """The verdict the check script gives for these requests (its fields are the numbers after
+    the admitted ones: those of the last request, since a refused one changes nothing)."""
+    last = outcomes[-1]
+    refused = [o.result for o in outcomes if o.result != OK]
+    return GroupVerdict(refused[0] if refused else OK, "developer", "t", "", True, limits,
+                        sum(o.result == OK for o in outcomes), last.remaining, last.reset_us,
+                        last.retry_us, last.used, interval_us(limits.per_minute), reserved)
+
+
+def spent_state(limits: Limits, spent: int) -> int:
+    """A GCRA state with ``spent`` requests of the minute already used at ``T0``."""
+    tat = 0
+    for _ in range(spent):
+        tat = one_request(tat, 0, T0, limits)[1]
+    return tat
+
+
 @given(per_minute=st.integers(0, 50), per_month=st.integers(0, 80),
        used=st.integers(0, 100), spent=st.integers(0, 60), n=st.integers(1, 120))
-def test_a_coalesced_batch_decides_like_one_request_after_another(
+def test_a_verdict_gives_each_coalesced_request_its_own_numbers(
         per_minute: int, per_month: int, used: int, spent: int, n: int) -> None:
-    """What the script does for n requests of one key that arrive together (decide_batch) is
-    what n single decisions at that instant give, request by request (GroupVerdict.check)."""
+    """n requests of one key that arrive together share one verdict of the script; each
+    request's numbers (GroupVerdict.check, by its place) are those of deciding them one after
+    another at that instant (the model)."""
     limits = Limits(per_minute, per_month)
-    tat = gcra(0, T0 - 10 * MINUTE_US, per_minute or 1).tat_us
-    for _ in range(spent):  # some of the minute already used
-        tat = decide(tat, 0, T0, limits).tat_us
-    batch = decide_batch(tat, used, T0, limits, n)
-    verdict = GroupVerdict(batch.refusal or OK, "developer", "t", "", True, limits,
-                           batch.admitted, batch.minute_remaining, batch.minute_reset_us,
-                           batch.retry_after_us, batch.month_used, batch.interval_us)
-    state_tat, state_used = tat, used
-    for i in range(n):
-        one = decide(state_tat, state_used, T0, limits)
-        state_tat, state_used = one.tat_us, one.month_used
+    decision = decide(spent_state(limits, spent), used, T0, limits, n)
+    verdict = verdict_of(decision.outcomes, 0, limits)
+    for i, one in enumerate(decision.outcomes):
         check = verdict.check(i)
-        assert (check.result, check.month_used) == (one.result, one.month_used), i
-        assert check.minute_remaining == one.minute_remaining, i
+        assert (check.result, check.month_used) == (one.result, one.used), i
+        assert check.minute_remaining == one.remaining, i
         if one.result == OK:
-            assert check.minute_reset_us == one.minute_reset_us, i
+            assert check.minute_reset_us == one.reset_us, i
         if one.result == RATE_LIMITED:
-            assert check.retry_after_us == one.retry_after_us, i
-    # the same GCRA state (a TAT in the past and "now" mean the same: nothing owed)
-    assert (max(batch.tat_us, T0), batch.month_used) == (max(state_tat, T0), state_used)
+            assert check.retry_after_us == one.retry_us, i
 
 
 @given(per_minute=st.integers(0, 50), per_month=st.integers(0, 400),
        used=st.integers(0, 100), spent=st.integers(0, 60), n=st.integers(1, 30),
        extra=st.integers(0, 40), taken=st.integers(0, 40))
-def test_a_reserve_is_counted_like_later_requests_and_comes_back_whole(
+def test_model_a_reserve_is_counted_like_later_requests_and_comes_back_whole(
         per_minute: int, per_month: int, used: int, spent: int, n: int, extra: int,
         taken: int) -> None:
     """A reserve only far from the limits (at most half of what is left of either, at most
-    0.1 % of the month); its places decide like requests right after the ``n``; handing back
-    what was not used at once (limiter/lua/return.lua: ``hand_back``, month - unused) leaves
-    the state of ``n + used`` requests counted one after another."""
+    0.1 % of the month); its places are numbered like requests right after the ``n`` (by the
+    verdict, GroupVerdict.check); handing back what was not used at once (the GCRA state, and
+    the month counter less the unused) leaves the state of ``n + used`` requests counted one
+    after another."""
     limits = Limits(per_minute, per_month)
-    tat = gcra(0, T0 - 10 * MINUTE_US, per_minute or 1).tat_us
-    for _ in range(spent):
-        tat = decide(tat, 0, T0, limits).tat_us
-    plain = decide_batch(tat, used, T0, limits, n)
-    batch = decide_batch(tat, used, T0, limits, n, extra)
-    slots = (plain.minute_remaining if per_minute else None)
-    month_left = per_month - plain.month_used if per_month else None
+    tat = spent_state(limits, spent)
+    plain = decide(tat, used, T0, limits, n)
+    batch = decide(tat, used, T0, limits, n, extra)
+    assert batch.outcomes == plain.outcomes
     capped = reserve_cap(extra, limits)
     assert capped <= extra and (not per_month or capped <= per_month // 1000)
-    assert batch.reserved == (capped if not plain.refusal
-                              and reserve_fits(capped, slots, month_left) else 0)
-    verdict = GroupVerdict(batch.refusal or OK, "developer", "t", "", True, limits,
-                           batch.admitted, batch.minute_remaining, batch.minute_reset_us,
-                           batch.retry_after_us, batch.month_used, batch.interval_us)
-    state_tat, state_used = tat, used
-    for i in range(batch.admitted):
-        one = decide(state_tat, state_used, T0, limits)
-        state_tat, state_used = one.tat_us, one.month_used
+    fits = all(o.result == OK for o in plain.outcomes) and reserve_fits(
+        capped, plain.outcomes[-1].remaining if per_minute else None,
+        per_month - plain.used if per_month else None)
+    assert len(batch.reserve) == (capped if fits else 0)
+    everything = batch.outcomes + batch.reserve
+    verdict = verdict_of(everything, len(batch.reserve), limits)
+    for i, one in enumerate(everything):
         check = verdict.check(i)
         assert (check.result, check.month_used, check.minute_remaining) == (
-            one.result, one.month_used, one.minute_remaining), i
-    if batch.reserved:
-        use = min(taken, batch.reserved)
-        unused = batch.reserved - use
-        back_tat = hand_back(batch.tat_us, batch.tat_us, unused, batch.interval_us, T0)
-        alone = decide_batch(tat, used, T0, limits, n + use)
-        assert (max(back_tat, T0), batch.month_used - unused) == (
-            max(alone.tat_us, T0), alone.month_used)
+            one.result, one.used, one.remaining), i
+    if batch.reserve:
+        use = min(taken, len(batch.reserve))
+        unused = len(batch.reserve) - use
+        back_tat = hand_back(batch.tat, batch.tat, unused, interval_us(per_minute), T0)
+        alone = decide(tat, used, T0, limits, n + use)
+        assert (max(back_tat, T0), batch.used - unused) == (max(alone.tat, T0), alone.used)
 
 
 def test_a_reserve_is_sized_by_the_rate_and_kept_for_busy_keys_only() -> None:
@@ -252,7 +279,7 @@ def test_a_reserve_is_sized_by_the_rate_and_kept_for_busy_keys_only() -> None:
     assert not reserve_fits(0, 1000, 1000)
 
 
-def test_a_hand_back_gives_back_only_what_still_lies_ahead() -> None:
+def test_model_a_hand_back_gives_back_only_what_still_lies_ahead() -> None:
     """A reserve of 100 at 1 ms each, granted at T0, none used. Handed back at once: all 100
     slots come back. Handed back 60 ms later, after another process pushed the state 50 s
     ahead: only the 40 slots still ahead of the clock do (the other 60 were refilled anyway;

@@ -1,8 +1,10 @@
-"""Rate limits and quotas (pure): the per-minute GCRA, the monthly quota, the IETF headers.
+"""Rate limits and quotas (pure): tier limits, the per-minute GCRA, calendar months, the IETF
+headers.
 
-Nothing here does I/O or reads a clock: every function takes ``now``. The store adapter
-(``gateway.access.limiter``) runs exactly this arithmetic atomically in one Lua script; while the
-store is unreachable, ``FallbackLimiter`` runs it in process memory.
+Nothing here does I/O or reads a clock: every function takes ``now``. The limits themselves
+are enforced by the store, atomically, in the limiter's Lua scripts (``gateway.access.limiter``;
+``tests/ratelimit_model.py`` is the model the tests hold them to); while the store is
+unreachable, ``FallbackLimiter`` runs the per-minute GCRA below in process memory.
 
 Per minute: GCRA (the generic cell rate algorithm). A tier allowing ``N`` requests per period
 ``P`` has an emission interval ``T = floor(P / N)`` microseconds and admits a burst of exactly
@@ -12,9 +14,9 @@ Per minute: GCRA (the generic cell rate algorithm). A tier allowing ``N`` reques
     refused   when new - now > N * T   (retry after new - now - N*T)
     admitted  otherwise, and tat := new (remaining = floor((N*T - (new - now)) / T))
 
-All times are integer microseconds, so the Lua copy computes the same numbers (doubles are exact
-below 2**53). Per month: a counter of admitted requests per UTC calendar month; a request is
-refused once the counter has reached the tier's quota. Refused requests consume nothing.
+All times are integer microseconds (the Lua scripts compute with doubles, exact below 2**53).
+Per month: a counter of admitted requests per UTC calendar month; a request is refused once
+the counter has reached the tier's quota. Refused requests consume nothing.
 """
 
 from __future__ import annotations
@@ -63,14 +65,6 @@ def emission_interval_us(limit: int, period_us: int = MINUTE_US) -> int:
     return max(1, period_us // limit)
 
 
-def gcra_peek(tat_us: int, now_us: int, limit: int, period_us: int = MINUTE_US) -> GcraStep:
-    """The state as a response header reports it, without spending anything."""
-    t = emission_interval_us(limit, period_us)
-    base = max(tat_us, now_us)
-    remaining = max(0, (t * limit - (base - now_us)) // t)
-    return GcraStep(remaining > 0, base, remaining, base - now_us, 0)
-
-
 def gcra(tat_us: int, now_us: int, limit: int, period_us: int = MINUTE_US) -> GcraStep:
     """Admit or refuse one request of a ``limit``-per-``period`` GCRA at ``now_us``."""
     t = emission_interval_us(limit, period_us)
@@ -80,105 +74,6 @@ def gcra(tat_us: int, now_us: int, limit: int, period_us: int = MINUTE_US) -> Gc
     if new - now_us > span:
         return GcraStep(False, base, 0, base - now_us, new - now_us - span)
     return GcraStep(True, new, (span - (new - now_us)) // t, new - now_us, 0)
-
-
-@dataclass(frozen=True)
-class Decision:
-    """One request against one key's counters (what the Lua script computes)."""
-
-    result: str  # OK, RATE_LIMITED or QUOTA_EXCEEDED
-    tat_us: int
-    month_used: int
-    minute_remaining: int  # -1 when the tier has no per-minute limit
-    minute_reset_us: int
-    retry_after_us: int  # for RATE_LIMITED; a refused quota waits for the month to end
-
-
-def decide(tat_us: int, month_used: int, now_us: int, limits: Limits) -> Decision:
-    """Monthly quota first (refused requests are not counted), then the per-minute GCRA."""
-    remaining, reset = -1, 0
-    if limits.per_minute:
-        peek = gcra_peek(tat_us, now_us, limits.per_minute)
-        remaining, reset = peek.remaining, peek.reset_us
-    if limits.per_month and month_used >= limits.per_month:
-        return Decision(QUOTA_EXCEEDED, tat_us, month_used, remaining, reset, 0)
-    if limits.per_minute:
-        step = gcra(tat_us, now_us, limits.per_minute)
-        if not step.allowed:
-            return Decision(RATE_LIMITED, tat_us, month_used, 0, step.reset_us,
-                            step.retry_after_us)
-        tat_us, remaining, reset = step.tat_us, step.remaining, step.reset_us
-    return Decision(OK, tat_us, month_used + 1, remaining, reset, 0)
-
-
-@dataclass(frozen=True)
-class BatchDecision:
-    """``n`` requests of one key at one instant, decided at once (what the Lua script does for
-    requests that arrive together): the same outcome as deciding them one after another."""
-
-    admitted: int  # the first ``admitted`` requests pass, the rest are refused
-    refusal: str  # why the others are refused: RATE_LIMITED or QUOTA_EXCEEDED ("" if none)
-    tat_us: int
-    month_used: int  # after the admitted ones
-    minute_remaining: int  # after the admitted ones; -1 without a per-minute limit
-    minute_reset_us: int
-    retry_after_us: int  # for RATE_LIMITED refusals
-    interval_us: int  # the GCRA's emission interval (0 without a per-minute limit)
-    reserved: int = 0  # of ``admitted``, counted ahead for requests still to come (a reserve)
-
-
-def reserve_fits(extra: int, minute_slots_left: int | None, month_left: int | None) -> bool:
-    """Whether ``extra`` requests may be counted ahead (a process's reserve): only far from the
-    limits, where at most half of what is left of the minute's burst and of the month's quota
-    goes into it (None: no such limit)."""
-    return extra > 0 and all(left is None or left >= 2 * extra
-                             for left in (minute_slots_left, month_left))
-
-
-def reserve_cap(extra: int, limits: Limits) -> int:
-    """At most 0.1 % of the month's quota in one reserve: what a process that dies holding one
-    (or whose reply is lost) takes from the quota for good."""
-    return min(extra, limits.per_month // 1000) if limits.per_month else extra
-
-
-def hand_back(tat_us: int, granted_tat_us: int, unused: int, interval_us: int,
-              now_us: int) -> int:
-    """The GCRA state once ``unused`` requests of a reserve go back. Only the part of them that
-    still lies ahead of ``now`` is taken off: slots the clock has passed were refilled anyway,
-    and taking those off too would let in more than the burst."""
-    return tat_us - min(unused * interval_us, max(0, granted_tat_us - now_us))
-
-
-def decide_batch(tat_us: int, month_used: int, now_us: int, limits: Limits,
-                 n: int, extra: int = 0) -> BatchDecision:
-    """``n`` requests decided at once; when all pass and ``reserve_fits``, ``extra`` more are
-    admitted as a reserve (counted as if they came right after the ``n``)."""
-    admitted, refusal = n, ""
-    quota_left = limits.per_month - month_used if limits.per_month else n
-    if quota_left < admitted:
-        admitted, refusal = max(0, quota_left), QUOTA_EXCEEDED
-    remaining, reset, retry, t, reserved = -1, 0, 0, 0, 0
-    slots = None
-    if limits.per_minute:
-        t = emission_interval_us(limits.per_minute)
-        span = t * limits.per_minute
-        tat_us = max(tat_us, now_us)
-        slots = max(0, (span - (tat_us - now_us)) // t)
-        if slots < admitted:
-            admitted, refusal = slots, RATE_LIMITED
-    extra = reserve_cap(extra, limits)
-    if not refusal and reserve_fits(
-            extra, None if slots is None else slots - admitted,
-            limits.per_month - month_used - admitted if limits.per_month else None):
-        admitted, reserved = admitted + extra, extra
-    if limits.per_minute:
-        tat_us += admitted * t
-        remaining = (span - (tat_us - now_us)) // t
-        reset = tat_us - now_us
-        if refusal == RATE_LIMITED:
-            retry = tat_us + t - now_us - span
-    return BatchDecision(admitted, refusal, tat_us, month_used + admitted, remaining, reset,
-                         retry, t, reserved)
 
 
 def reserve_size(rate_per_s: float, lifetime_s: float, cap: int = 1024, least: int = 8) -> int:

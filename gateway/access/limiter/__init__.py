@@ -4,10 +4,10 @@ requests, whatever their keys.
 ``KeyLimiter.check`` runs the ``check`` script on the key's record, its GCRA state and its
 month counter (one hash tag, so one Cluster slot). The script verifies the key (hash,
 revoked, expires), finds the tier's limits in the table passed in, applies the monthly quota
-and the per-minute GCRA (``gateway.access.limits.decide_batch``, the same integer arithmetic)
-with the store's ``TIME``, counts the request and gives every counter a TTL, all atomically.
-A process whose clock is off changes nothing per minute; the month counter's name comes from
-the process clock (so ``GATEWAY_CLOCK`` moves it, on purpose).
+and the per-minute GCRA (``gateway.access.limits`` tells the arithmetic) with the store's
+``TIME``, counts the request and gives every counter a TTL, all atomically. A process whose
+clock is off changes nothing per minute; the month counter's name comes from the process
+clock (so ``GATEWAY_CLOCK`` moves it, on purpose).
 
 Coalescing: requests of one key that arrive while the previous batch is on the wire share one
 verdict that decides all of them at once, exactly as if they had come one after another
@@ -20,16 +20,20 @@ a timeout; a probe every ``open_seconds`` closes the breaker again.
 
 Reserves: a key that this process sees often (``reserve_size``: at least a few requests per
 reserve lifetime) asks the script for ``extra`` requests beyond the waiting ones. Far from
-its limits (``reserve_fits``: at most half of what is left of the minute's burst and of the
-month, and at most 0.1 % of the month's quota) the script counts them right away, as if they
-had arrived just after the waiting ones, and notes the reserve in the key's ``held`` sorted
-set (until ``HOLD_US`` from now, should the process die with it). The process then admits
-the key's next requests from it without a store call, each with its own numbers (its place
-in the verdict), for at most ``RESERVE_SECONDS``; then the ``return`` script hands back what
-it did not use (``gateway.access.limits.hand_back``) and takes it out of ``held``. Limits
-stay exact across processes: a refusal while reserves are held answers ``waiting``, and the
-limiter asks again every ``WAIT_STEP_S`` until it is final. Revocation, expiry and a tier
-change reach a hot key within a reserve's lifetime.
+its limits (at most half of what is left of the minute's burst and of the month, and at most
+0.1 % of the month's quota) the script counts them right away, as if they had arrived just
+after the waiting ones, and notes the reserve in the key's ``held`` sorted set (until
+``HOLD_US`` from now, should the process die with it). The process then admits the key's
+next requests from it without a store call, each with its own numbers (its place in the
+verdict), for at most ``RESERVE_SECONDS``; then the ``return`` script hands back what it did
+not use (of the GCRA state, only what still lies ahead of now) and takes it out of ``held``.
+Limits stay exact across processes: a refusal while reserves are held answers ``waiting``,
+and the limiter asks again every ``WAIT_STEP_S`` until it is final. Revocation, expiry and a
+tier change reach a hot key within a reserve's lifetime.
+
+Tests: ``tests/ratelimit_model.py`` models what this promises, and
+``tests/test_ratelimit_machine.py`` drives the real scripts on real stores against it, with
+the store's time given by the test (``KeyLimiter(store_clock=...)``) instead of ``TIME``.
 
 The modules, from the top:
 
