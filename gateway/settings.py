@@ -85,6 +85,12 @@ class Settings:
     static_max_bytes: int = 512 * 1024 * 1024
     """GATEWAY_STATIC_MAX_BYTES: the largest static GTFS zip accepted (download or file)."""
     static_timeout_s: float = 300.0
+    keep_versions: int = 3
+    """GATEWAY_KEEP_VERSIONS: static versions kept in the store per feed (the serving one
+    included; at least 1): a rollback, or a process still loading one, needs the others."""
+    versions_dir: Path | None = None
+    """GATEWAY_VERSIONS_DIR: where each host keeps one file per static version, mapped by
+    all its processes (default: a folder of this user under the system's temp dir)."""
     allow_private_urls: bool = False
     """GATEWAY_ALLOW_PRIVATE_URLS: let feed URLs reach private/loopback addresses (SSRF guard)."""
     realtime_max_bytes: int = 64 * 1024 * 1024
@@ -130,6 +136,9 @@ class Settings:
             static_max_bytes=_number(env, "GATEWAY_STATIC_MAX_BYTES", int, str(512 * 1024 * 1024)),
             realtime_max_bytes=_number(env, "GATEWAY_REALTIME_MAX_BYTES", int,
                                        str(64 * 1024 * 1024)),
+            keep_versions=max(1, _number(env, "GATEWAY_KEEP_VERSIONS", int, "3")),
+            versions_dir=Path(env["GATEWAY_VERSIONS_DIR"]) if env.get("GATEWAY_VERSIONS_DIR")
+            else None,
             allow_private_urls=env.get("GATEWAY_ALLOW_PRIVATE_URLS", "") in ("1", "true", "yes"),
         )
         clean = {k: v for k, v in overrides.items() if v is not None}

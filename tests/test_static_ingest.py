@@ -34,7 +34,6 @@ from gateway.ingest.feed_service import FeedService
 from gateway.ingest.static_fetch import fetch_static
 from gateway.replica.feeds import FeedCatalog
 from gateway.settings import Settings
-from gateway.store.feed_records import OLD_VERSION_TTL_S
 from gateway.store.names import EVENTS_CHANNEL
 from gateway.store.store import Store
 
@@ -203,7 +202,18 @@ async def eventually(check: Callable[[], Awaitable[bool]], within: float = 2.0) 
 
 
 def _blob_key(feed_id: str, version: str) -> str:
+    """The version's manifest: written after all its chunks, before the switch."""
     return f"tg:feed:{feed_id}:static:{version}"
+
+
+async def _stored(client: Any, feed_id: str, version: str) -> bytes:
+    """The version as stored: its chunks, in order, checked against its manifest."""
+    manifest = orjson.loads(await client.get(_blob_key(feed_id, version)))
+    blob = b"".join([await client.get(f"{_blob_key(feed_id, version)}:{n}")
+                     for n in range(manifest["chunks"])])
+    assert len(blob) == manifest["bytes"]
+    assert hashlib.sha256(blob).hexdigest() == manifest["sha256"]
+    return blob
 
 
 def _version_key(feed_id: str) -> str:
@@ -325,7 +335,7 @@ async def test_refused_update_keeps_serving_then_a_new_version_replaces_it(
     assert stored["static"]["version"] == v1
     assert stored["static"]["last_error"]["problems"][0]["code"] == "not_a_zip"
 
-    # a valid, different version replaces it; the old blob lingers with a TTL, then expires
+    # a valid, different version replaces it; the old one stays stored (rollback)
     _renamed_caltrain(path, "Palo Alto Renamed")
     second = await gateway.feeds.reload("f")
     assert second.changed
@@ -333,7 +343,7 @@ async def test_refused_update_keeps_serving_then_a_new_version_replaces_it(
     assert v2 != v1
     assert v2 == hashlib.sha256(path.read_bytes()).hexdigest()[:16]
     assert (await gateway.store.client.get(_version_key("f"))).decode() == v2
-    assert 0 < await gateway.store.client.ttl(_blob_key("f", v1)) <= OLD_VERSION_TTL_S
+    assert await gateway.store.stored_versions("f") == [v2, v1]
     assert await gateway.store.client.ttl(_blob_key("f", v2)) == -1
 
     status, board = await _board(gateway)
@@ -377,9 +387,9 @@ async def test_publish_writes_the_whole_version_then_switches(gateway: Gateway,
 
     version = (await client.get(_version_key(feed_id))).decode()
     assert version == first.version
-    blob = await client.get(_blob_key(feed_id, version))
-    assert blob is not None and blob.startswith(MAGIC)
-    index = decode_index(bytes(blob))
+    blob = await _stored(client, feed_id, version)
+    assert blob.startswith(MAGIC)
+    index = decode_index(blob)
     assert index.version == version and index.feed_id == feed_id
     assert index.counts() == first.status["static"]["counts"]
     assert index.counts() == build_static(CALTRAIN, feed_id, version).index.counts()
@@ -422,8 +432,8 @@ async def test_publish_writes_the_whole_version_then_switches(gateway: Gateway,
     assert {v for v, _ in observed} <= {first.version, second.version}
     assert all(exists == 1 for _, exists in observed), observed
     assert len(observed) > 1
-    blob = await client.get(_blob_key(feed_id, second.version))
-    assert decode_index(bytes(blob)).counts() == second.status["static"]["counts"]
+    blob = await _stored(client, feed_id, second.version)
+    assert decode_index(blob).counts() == second.status["static"]["counts"]
 
 
 async def test_another_process_sees_the_switch(gateway: Gateway, tmp_path: Path) -> None:
@@ -513,12 +523,12 @@ def _damaged(kind: str) -> bytes:
     ],
 )
 async def test_an_undecodable_version_does_not_break_the_catalog(gateway: Gateway,
-                                                                 kind: str) -> None:
+                                                                 kind: str,
+                                                                 tmp_path: Path) -> None:
     await gateway.add_feed("good", CALTRAIN)
     await gateway.store.put_feed_config("bad", {"id": "bad", "static": "x.zip"})
-    await gateway.store.client.set(_blob_key("bad", "0123456789abcdef"), _damaged(kind))
-    await gateway.store.client.set(_version_key("bad"), "0123456789abcdef")
-    other = FeedCatalog(gateway.store)
+    await gateway.store.publish_static("bad", "0123456789abcdef", [_damaged(kind)], {})
+    other = FeedCatalog(gateway.store, versions_dir=tmp_path)
     await other.refresh()
     assert other.get("good").index is not None
     assert other.get("bad").index is None

@@ -1,8 +1,10 @@
 """The schedule index: one published static feed version, in compact columnar form.
 
 Everything a departure board, a trip view or a stop search needs, as numpy columns and string
-tables, so that a version can be serialised whole (``codec``), shipped through the store, and
-loaded by every API process. Built by ``build_index``; queried by ``board`` and ``stops_search``.
+tables (``strings.StringTable``: flat arrays too), so that a version is a few dozen flat arrays:
+written whole (``codec``), shipped through the store in chunks, and memory-mapped by every API
+process of a host from one file. Built by ``feeds.static.build``; queried by ``board`` and
+``stop_search``. Constructors take lists of strings as well; they become string tables.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from feeds.schedule.calendar import ServiceCalendar
+from feeds.schedule.strings import Lookup, OptionalStrings, StringTable, optional_strings, strings
 
 I32 = npt.NDArray[np.int32]
 I64 = npt.NDArray[np.int64]
@@ -20,25 +23,36 @@ I8 = npt.NDArray[np.int8]
 F64 = npt.NDArray[np.float64]
 
 
+def _tables(obj: object, required: tuple[str, ...], optional: tuple[str, ...] = ()) -> None:
+    """Lists given to a constructor become string tables (``build`` gives tables already)."""
+    for name in required:
+        object.__setattr__(obj, name, strings(getattr(obj, name)))
+    for name in optional:
+        object.__setattr__(obj, name, optional_strings(getattr(obj, name)))
+
+
 @dataclass(frozen=True)
 class Stops:
-    ids: list[str]
-    names: list[str]
+    ids: StringTable
+    names: StringTable
     lat: F64
     lon: F64
     location_type: I8
     parent: I32  # index of parent_station, -1 when none
-    platform: list[str | None]
-    index_of: dict[str, int] = field(init=False, repr=False, compare=False)
+    platform: OptionalStrings  # None where a stop has no platform_code
     children: dict[int, list[int]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "index_of", {s: i for i, s in enumerate(self.ids)})
+        _tables(self, ("ids", "names"), ("platform",))
         children: dict[int, list[int]] = {}
         for i, p in enumerate(self.parent.tolist()):
             if p >= 0:
                 children.setdefault(p, []).append(i)
         object.__setattr__(self, "children", children)
+
+    @property
+    def index_of(self) -> Lookup:
+        return self.ids.lookup
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -52,29 +66,35 @@ class Stops:
 
 @dataclass(frozen=True)
 class Routes:
-    ids: list[str]
-    short_names: list[str | None]
-    long_names: list[str | None]
+    ids: StringTable
+    short_names: OptionalStrings
+    long_names: OptionalStrings
     types: I32
-    agency: list[str | None]
-    index_of: dict[str, int] = field(init=False, repr=False, compare=False)
+    agency: OptionalStrings
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "index_of", {s: i for i, s in enumerate(self.ids)})
+        _tables(self, ("ids",), ("short_names", "long_names", "agency"))
+
+    @property
+    def index_of(self) -> Lookup:
+        return self.ids.lookup
 
 
 @dataclass(frozen=True)
 class Trips:
-    ids: list[str]
+    ids: StringTable
     route: I32
     service: I32  # -1 when the service_id has no calendar entry at all
-    headsign: list[str | None]
+    headsign: OptionalStrings
     direction: I8  # -1 when direction_id is absent
     shape: I32  # index into Shapes, -1 when the trip has no shape
-    index_of: dict[str, int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "index_of", {s: i for i, s in enumerate(self.ids)})
+        _tables(self, ("ids",), ("headsign",))
+
+    @property
+    def index_of(self) -> Lookup:
+        return self.ids.lookup
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from feeds.schedule.index import (
     Trips,
 )
 from feeds.schedule.service_time import NO_TIME, parse_gtfs_date, parse_time, parse_time_column
+from feeds.schedule.strings import OptionalStrings, StringTable
 
 
 def _opt_str(value: Any) -> str | None:
@@ -105,34 +106,36 @@ def build_index(feed: Any, feed_id: str, version: str,
         [None] * len(sdf), dtype=object)
     parent = _index_of(stop_ids, parent_ids.fillna("\0"))
     stops = Stops(
-        ids=stop_ids,
-        names=[n or "" for n in _str_list(sdf, "stop_name")],
+        ids=StringTable.of(stop_ids),
+        names=StringTable.of(n or "" for n in _str_list(sdf, "stop_name")),
         lat=pd.to_numeric(sdf.get("stop_lat"), errors="coerce").to_numpy(np.float64),
         lon=pd.to_numeric(sdf.get("stop_lon"), errors="coerce").to_numpy(np.float64),
         location_type=_int_column(sdf, "location_type", 0, np.int8),
         parent=parent,
-        platform=_str_list(sdf, "platform_code"),
+        platform=OptionalStrings.of(_str_list(sdf, "platform_code")),
     )
 
     # --- routes
     rdf = feed.routes
+    route_ids = [str(r) for r in rdf["route_id"].tolist()]
     routes = Routes(
-        ids=[str(r) for r in rdf["route_id"].tolist()],
-        short_names=_str_list(rdf, "route_short_name"),
-        long_names=_str_list(rdf, "route_long_name"),
+        ids=StringTable.of(route_ids),
+        short_names=OptionalStrings.of(_str_list(rdf, "route_short_name")),
+        long_names=OptionalStrings.of(_str_list(rdf, "route_long_name")),
         types=_int_column(rdf, "route_type", 3, np.int32),
-        agency=_str_list(rdf, "agency_id"),
+        agency=OptionalStrings.of(_str_list(rdf, "agency_id")),
     )
 
     # --- services and trips
     service_ids, calendar = build_calendar(feed)
     tdf = feed.trips
     shapes, shape_ids = _shapes(feed)
+    trip_ids = [str(t) for t in tdf["trip_id"].tolist()]
     trips = Trips(
-        ids=[str(t) for t in tdf["trip_id"].tolist()],
-        route=_index_of(routes.ids, tdf["route_id"]),
+        ids=StringTable.of(trip_ids),
+        route=_index_of(route_ids, tdf["route_id"]),
         service=_index_of(service_ids, tdf["service_id"]),
-        headsign=_str_list(tdf, "trip_headsign"),
+        headsign=OptionalStrings.of(_str_list(tdf, "trip_headsign")),
         direction=_int_column(tdf, "direction_id", -1, np.int8),
         shape=(_index_of(shape_ids, tdf["shape_id"].fillna("\0"))
                if "shape_id" in tdf.columns and shape_ids
@@ -141,7 +144,7 @@ def build_index(feed: Any, feed_id: str, version: str,
 
     # --- stop times, sorted by (trip, stop_sequence)
     st = feed.stop_times
-    trip = _index_of(trips.ids, st["trip_id"])
+    trip = _index_of(trip_ids, st["trip_id"])
     stop = _index_of(stop_ids, st["stop_id"])
     seq = pd.to_numeric(st["stop_sequence"], errors="coerce").fillna(-1).to_numpy(np.int32)
     arr_codes, arr_uniques = pd.factorize(st["arrival_time"])
@@ -257,7 +260,7 @@ def _frequencies(feed: Any, trips: Trips) -> Frequencies:
         empty = np.zeros(0, dtype=np.int32)
         return Frequencies(trip=empty, start=empty, end=empty, headway=empty,
                            exact_times=np.zeros(0, dtype=np.int8))
-    trip = _index_of(trips.ids, fdf["trip_id"])
+    trip = _index_of(list(trips.ids), fdf["trip_id"])
     keep = trip >= 0
     fdf = fdf[keep]
     return Frequencies(

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from feeds.errors import Problem, StaticFeedRejected
-from feeds.schedule.codec import encode_index
+from feeds.schedule.codec import Buffer, encode_index, encode_parts
 from feeds.schedule.index import ScheduleIndex
 from feeds.static.build import build_index
 from feeds.static.reader import read_gtfs
@@ -19,7 +19,15 @@ from feeds.static.validate import STRUCTURAL, check_feed, check_source
 @dataclass(frozen=True)
 class StaticBuild:
     index: ScheduleIndex
-    blob: bytes
+
+    def parts(self) -> list[Buffer]:
+        """The encoded version as buffers, without one copy of the whole (``codec``)."""
+        return encode_parts(self.index)
+
+    @property
+    def blob(self) -> bytes:
+        """The encoded version whole: for small feeds and tests only."""
+        return encode_index(self.index)
 
 
 def build_static(path: Path, feed_id: str, version: str) -> StaticBuild:
@@ -41,4 +49,4 @@ def build_static(path: Path, feed_id: str, version: str) -> StaticBuild:
     if any(p.code in STRUCTURAL or p.code == "malformed_csv" for p in problems):
         raise StaticFeedRejected(problems)
     index = build_index(feed, feed_id, version, problems)
-    return StaticBuild(index=index, blob=encode_index(index))
+    return StaticBuild(index=index)

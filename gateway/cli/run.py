@@ -59,7 +59,8 @@ async def _make_app(settings: Settings, clock: Clock, setup: Setup | None = None
         embedded = EmbeddedValkey(settings.data_dir)
     url = settings.redis_url or embedded.ensure_running()  # type: ignore[union-attr]
     store = await Store.connect(url)
-    app = build_app(settings, store, clock, FeedCatalog(store, after_load=settle_heap))
+    app = build_app(settings, store, clock, FeedCatalog(store, after_load=settle_heap,
+                                                 versions_dir=settings.versions_dir))
 
     async def close(app: web.Application) -> None:
         await store.close()

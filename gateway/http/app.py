@@ -41,7 +41,7 @@ def build_app(settings: Settings, store: Store, clock: Clock,
     clock the limiter and the guard measure durations with (tests step both)."""
     app = web.Application(client_max_size=64 * 1024 * 1024)
     app[HTTP_METRICS] = settings.metrics  # request latency and bytes, by route and status
-    catalog = catalog or FeedCatalog(store)
+    catalog = catalog or FeedCatalog(store, versions_dir=settings.versions_dir)
     app[SETTINGS] = settings
     app[STORE] = store
     app[CLOCK] = clock

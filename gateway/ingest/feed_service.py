@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from feeds.errors import FeedError, FeedSourceError, StaticFeedRejected
+from feeds.schedule.codec import chunks
 from feeds.static.pipeline import StaticBuild, build_static
 from gateway.clock import Clock
 from gateway.errors import Conflict, NotFound, Unprocessable
@@ -22,7 +23,9 @@ from gateway.feed_config import FeedConfig
 from gateway.ingest.static_fetch import fetch_static
 from gateway.observability import feed_metrics
 from gateway.replica.feeds import FeedCatalog
+from gateway.replica.version_files import map_index
 from gateway.settings import Settings
+from gateway.store.feed_records import CHUNK_BYTES
 from gateway.store.store import Store
 
 log = logging.getLogger(__name__)
@@ -128,6 +131,7 @@ class FeedService:
             raise _to_api_error(exc) from exc
 
         index = build.index
+        parts = build.parts()
         first, last = index.service_range()
         static.update(
             version=version,
@@ -139,15 +143,20 @@ class FeedService:
             service_to=dt.date.fromordinal(last).isoformat(),
             etag=source.etag,
             last_modified=source.last_modified,
-            bytes=len(build.blob),
+            bytes=sum(len(p) for p in parts),
             last_error=None,
         )
         static["ingest_seconds"] = round(time.perf_counter() - started, 3)
         feed_metrics.STATIC_SECONDS.labels(config.id).observe(time.perf_counter() - started)
         status["static"] = static
-        await self.store.publish_static(config.id, version, build.blob, status)
+        if self.catalog is not None:  # this host maps the file it wrote, not its own copy
+            await asyncio.to_thread(self.catalog.versions.write, config.id, version, parts)
+        await self.store.publish_static(config.id, version, chunks(parts, CHUNK_BYTES), status,
+                                        keep=self.settings.keep_versions)
         if self.catalog is not None:
-            self.catalog.install(config, index, status)
+            mapped = await asyncio.to_thread(
+                map_index, self.catalog.versions.path(config.id, version))
+            self.catalog.install(config, mapped, status)
         log.info("feed %s: static version %s published (%s)", config.id, version,
                  index.counts())
         return IngestResult(config.id, version, True, time.perf_counter() - started, status)

@@ -10,17 +10,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import orjson
 
-from feeds.schedule.codec import CodecError, decode_index
+from feeds.schedule.codec import CodecError
 from feeds.schedule.index import ScheduleIndex
 from gateway.errors import ApiError, FeedNotReady, NotFound
 from gateway.feed_config import FeedConfig
 from gateway.replica.realtime import RealtimeView
+from gateway.replica.version_files import VersionFiles, VersionMissing
 from gateway.store.store import Store
 
 log = logging.getLogger(__name__)
@@ -39,9 +43,17 @@ class LoadedFeed:
         return self.index
 
 
+def default_versions_dir() -> Path:
+    """Where version files live when no directory is set: one folder per user and host, so
+    that every process of a host shares it."""
+    return Path(tempfile.gettempdir()) / f"transit-gateway-{os.getuid()}" / "versions"
+
+
 class FeedCatalog:
-    def __init__(self, store: Store, after_load: Callable[[], None] | None = None) -> None:
+    def __init__(self, store: Store, after_load: Callable[[], None] | None = None,
+                 versions_dir: Path | None = None) -> None:
         self.store = store
+        self.versions = VersionFiles(store, versions_dir or default_versions_dir())
         self.feeds: dict[str, LoadedFeed] = {}
         self.realtime: dict[str, RealtimeView] = {}
         self.loaded_once = False
@@ -102,15 +114,15 @@ class FeedCatalog:
             self.after_load()
 
     async def _load(self, feed_id: str, version: str) -> ScheduleIndex | None:
-        blob = await self.store.static_blob(feed_id, version)
-        if blob is None:
-            log.warning("feed %s: version %s announced but not in the store", feed_id, version)
-            return None
+        """The version mapped from this host's file; None (the loaded one keeps serving)
+        when it cannot be had whole."""
         try:
-            return await asyncio.to_thread(decode_index, blob)
-        except (CodecError, KeyError, ValueError) as exc:
-            log.error("feed %s: version %s cannot be decoded: %s", feed_id, version, exc)
-            return None
+            return await self.versions.open(feed_id, version)
+        except VersionMissing as exc:
+            log.warning("%s", exc)
+        except (CodecError, KeyError, ValueError, OSError) as exc:
+            log.error("feed %s: version %s cannot be loaded: %s", feed_id, version, exc)
+        return None
 
     async def run(self) -> None:
         """Follow the events channel until cancelled; never dies on store trouble."""

@@ -1,7 +1,19 @@
-"""Feed records: registered configs, static versions and their switch, ingest status."""
+"""Feed records: registered configs, static versions and their switch, ingest status.
+
+A static version is stored in chunks (``tg:feed:<id>:static:<version>:<n>``, at most
+``CHUNK_BYTES`` each: no stored value is ever large, and on a Cluster the chunks spread over
+slots since they carry no hash tag), then its manifest (``:static:<version>``: the number of
+chunks, their bytes and SHA-256), and only then the one small pointer write that switches
+readers to it (``tg:feed:<id>:version``). Readers never see half a version; the old one keeps
+serving until the switch. The newest ``keep`` versions stay stored (a rollback, or a process
+still loading one); older ones are deleted after the switch. Every command names one key, so
+nothing here crosses Cluster slots.
+"""
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Iterable
 from typing import Any
 
 import orjson
@@ -9,11 +21,13 @@ import orjson
 from gateway.store.names import FEEDS_KEY, feed_key
 from gateway.store.pubsub import PubSub
 
-OLD_VERSION_TTL_S = 600  # a replaced index lingers so a process mid-load can finish
+CHUNK_BYTES = 32 * 1024 * 1024  # well under the 64 MiB ceiling of any stored value
+KEEP_VERSIONS = 3  # stored versions per feed, the one serving included
 
 
 class FeedRecords(PubSub):
-    """``tg:feeds``, ``tg:feed:<id>:version``, ``:static:<version>``, ``:status``."""
+    """``tg:feeds``, ``tg:feed:<id>:version``, ``:static:<version>[:<n>]``, ``:stored``,
+    ``:status``."""
 
     async def feed_configs(self) -> dict[str, dict[str, Any]]:
         raw = await self._call("hgetall", FEEDS_KEY)
@@ -43,22 +57,58 @@ class FeedRecords(PubSub):
             values = await self._call("mget", [feed_key(f, "version") for f in feed_ids])
         return {f: (v.decode() if v else None) for f, v in zip(feed_ids, values, strict=True)}
 
-    async def static_blob(self, feed_id: str, version: str) -> bytes | None:
-        value = await self._call("get", feed_key(feed_id, f"static:{version}"))
+    async def static_manifest(self, feed_id: str, version: str) -> dict[str, Any] | None:
+        """``{"chunks", "bytes", "sha256"}`` of a stored version, or None."""
+        raw = await self._call("get", feed_key(feed_id, f"static:{version}"))
+        return None if raw is None else dict(orjson.loads(raw))
+
+    async def static_chunk(self, feed_id: str, version: str, n: int) -> bytes | None:
+        value = await self._call("get", feed_key(feed_id, f"static:{version}:{n}"))
         return None if value is None else bytes(value)
 
-    async def publish_static(
-        self, feed_id: str, version: str, blob: bytes, status: dict[str, Any]
-    ) -> None:
-        """Write the whole new version first, then switch to it: readers never see half a feed."""
-        old = await self._call("get", feed_key(feed_id, "version"))
-        await self._call("set", feed_key(feed_id, f"static:{version}"), blob)
-        await self._call("mset", {feed_key(feed_id, "version"): version,
-                                  feed_key(feed_id, "status"): orjson.dumps(status)})
-        if old and old.decode() != version:
-            await self._call("expire", feed_key(feed_id, f"static:{old.decode()}"),
-                             OLD_VERSION_TTL_S)
+    async def publish_static(self, feed_id: str, version: str, chunks: Iterable[bytes],
+                             status: dict[str, Any], keep: int = KEEP_VERSIONS) -> int:
+        """Write the version's ``chunks`` (each at most ``CHUNK_BYTES``) and its manifest,
+        then switch to it and announce it; returns the bytes written. Versions beyond the
+        newest ``keep`` are deleted after the switch."""
+        digest = hashlib.sha256()
+        count = total = 0
+        for chunk in chunks:
+            if len(chunk) > CHUNK_BYTES:
+                raise ValueError(f"a chunk of {len(chunk)} bytes is over {CHUNK_BYTES}")
+            await self._call("set", feed_key(feed_id, f"static:{version}:{count}"), chunk)
+            digest.update(chunk)
+            count += 1
+            total += len(chunk)
+        manifest = {"chunks": count, "bytes": total, "sha256": digest.hexdigest()}
+        await self._call("set", feed_key(feed_id, f"static:{version}"), orjson.dumps(manifest))
+        await self._call("zadd", feed_key(feed_id, "stored"),
+                         {version: await self._store_seconds()})
+        await self._call("set", feed_key(feed_id, "version"), version)  # the switch
+        await self._call("set", feed_key(feed_id, "status"), orjson.dumps(status))
         await self.publish_event(f"feed {feed_id} {version}")
+        await self._drop_old_versions(feed_id, version, keep)
+        return total
+
+    async def stored_versions(self, feed_id: str) -> list[str]:
+        """Versions whose chunks are in the store, newest first."""
+        raw = await self._call("zrevrange", feed_key(feed_id, "stored"), 0, -1)
+        return [v.decode() for v in raw]
+
+    async def _drop_old_versions(self, feed_id: str, serving: str, keep: int) -> None:
+        for version in (await self.stored_versions(feed_id))[max(1, keep):]:
+            if version == serving:
+                continue
+            manifest = await self.static_manifest(feed_id, version)
+            for n in range(int(manifest["chunks"]) if manifest else 0):
+                await self._call("delete", feed_key(feed_id, f"static:{version}:{n}"))
+            await self._call("delete", feed_key(feed_id, f"static:{version}"))
+            await self._call("zrem", feed_key(feed_id, "stored"), version)
+
+    async def _store_seconds(self) -> float:
+        """The store's clock: versions are ordered as the store saw them written."""
+        seconds, micros = await self._call("time")
+        return int(seconds) + int(micros) / 1e6
 
     async def feed_status(self, feed_id: str) -> dict[str, Any]:
         raw = await self._call("get", feed_key(feed_id, "status"))
