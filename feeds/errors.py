@@ -44,6 +44,10 @@ class StaticFeedRejected(FeedError):
         more = f" (+{len(problems) - 5} more)" if len(problems) > 5 else ""
         super().__init__(f"static feed refused: {summary}{more}")
 
+    def __reduce__(self) -> tuple[type[StaticFeedRejected], tuple[list[Problem]]]:
+        # a build in a child process raises this across the process boundary
+        return (type(self), (self.problems,))
+
 
 class FeedSourceError(FeedError):
     """The feed source could not be read (network, size limit, timeout, forbidden address)."""
@@ -52,3 +56,6 @@ class FeedSourceError(FeedError):
         super().__init__(message)
         self.code = code
         self.http_status = http_status
+
+    def __reduce__(self) -> tuple[type[FeedSourceError], tuple[str, str, int | None]]:
+        return (type(self), (self.code, self.message, self.http_status))

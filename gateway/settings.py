@@ -85,6 +85,9 @@ class Settings:
     static_max_bytes: int = 512 * 1024 * 1024
     """GATEWAY_STATIC_MAX_BYTES: the largest static GTFS zip accepted (download or file)."""
     static_timeout_s: float = 300.0
+    ingest_child_bytes: int = 16 * 1024 * 1024
+    """GATEWAY_INGEST_CHILD_BYTES: static sources larger than this are built in a child
+    process (its memory goes back when it exits); smaller ones in a thread."""
     keep_versions: int = 3
     """GATEWAY_KEEP_VERSIONS: static versions kept in the store per feed (the serving one
     included; at least 1): a rollback, or a process still loading one, needs the others."""
@@ -137,6 +140,8 @@ class Settings:
             realtime_max_bytes=_number(env, "GATEWAY_REALTIME_MAX_BYTES", int,
                                        str(64 * 1024 * 1024)),
             keep_versions=max(1, _number(env, "GATEWAY_KEEP_VERSIONS", int, "3")),
+            ingest_child_bytes=_number(env, "GATEWAY_INGEST_CHILD_BYTES", int,
+                                       str(16 * 1024 * 1024)),
             versions_dir=Path(env["GATEWAY_VERSIONS_DIR"]) if env.get("GATEWAY_VERSIONS_DIR")
             else None,
             allow_private_urls=env.get("GATEWAY_ALLOW_PRIVATE_URLS", "") in ("1", "true", "yes"),

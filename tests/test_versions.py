@@ -147,3 +147,39 @@ async def test_processes_of_one_host_map_one_file(gateway: Gateway, tmp_path: Pa
     a, b = first.get("host").ready_index(), second.get("host").ready_index()
     assert a.counts() == b.counts() == result.status["static"]["counts"]
     assert not a.stop_times.arrival.flags.owndata and not b.stop_times.arrival.flags.owndata
+
+
+async def test_a_large_source_is_built_in_a_child_process(gateway: Gateway, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch
+                                                          ) -> None:
+    """Over ``ingest_child_bytes`` the build runs in a spawned child: the result, and a
+    refusal (an exception that crosses the process boundary), are the same as in a thread."""
+    import dataclasses
+    from concurrent.futures import ProcessPoolExecutor
+
+    from gateway.errors import Unprocessable
+    from gateway.ingest import static_build
+
+    service = gateway.feeds
+    monkeypatch.setattr(service, "settings", dataclasses.replace(service.settings,
+                                                                 ingest_child_bytes=0))
+    submitted: list[str] = []
+
+    class Recording(ProcessPoolExecutor):  # a real pool that notes what it is given
+        def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+            submitted.append(fn.__name__)
+            return super().submit(fn, *args, **kwargs)
+
+    monkeypatch.setattr(static_build, "ProcessPoolExecutor", Recording)
+    result = await gateway.add_feed("child", CALTRAIN_ZIP)
+    assert result.changed and result.status["static"]["counts"]["trips"] > 0
+    status, board = await gateway.get("/v1/feeds/child/stops/palo_alto/departures",
+                                      time="2023-11-07T17:05:00-08:00")
+    assert status == 200 and board["departures"]
+    bad = tmp_path / "bad.zip"
+    bad.write_bytes(b"not a zip at all")
+    with pytest.raises(Unprocessable) as info:
+        await gateway.add_feed("child-bad", bad)
+    assert info.value.code == "static_feed_rejected"
+    assert [p["code"] for p in info.value.details["problems"]] == ["not_a_zip"]
+    assert submitted == ["build_to_file", "build_to_file"]  # both built in a child

@@ -16,14 +16,14 @@ from typing import Any
 
 from feeds.errors import FeedError, FeedSourceError, StaticFeedRejected
 from feeds.schedule.codec import chunks
-from feeds.static.pipeline import StaticBuild, build_static
 from gateway.clock import Clock
 from gateway.errors import Conflict, NotFound, Unprocessable
 from gateway.feed_config import FeedConfig
+from gateway.ingest import static_build
 from gateway.ingest.static_fetch import fetch_static
 from gateway.observability import feed_metrics
-from gateway.replica.feeds import FeedCatalog
-from gateway.replica.version_files import map_index
+from gateway.replica.feeds import FeedCatalog, default_versions_dir
+from gateway.replica.version_files import VersionFiles, file_blocks, map_index
 from gateway.settings import Settings
 from gateway.store.feed_records import CHUNK_BYTES
 from gateway.store.store import Store
@@ -51,6 +51,8 @@ class FeedService:
         self.settings = settings
         self.clock = clock
         self.catalog = catalog
+        self.versions = catalog.versions if catalog is not None else VersionFiles(
+            store, settings.versions_dir or default_versions_dir())
         self._locks: dict[str, asyncio.Lock] = {}
 
     async def add(self, config: FeedConfig, *, replace: bool = False) -> IngestResult:
@@ -115,9 +117,13 @@ class FeedService:
                 return IngestResult(config.id, str(current), False,
                                     time.perf_counter() - started, status)
             version = source.digest[:16]
+            staging = self.versions.staging(config.id, version)
             try:
-                build: StaticBuild = await asyncio.to_thread(
-                    build_static, source.path, config.id, version)
+                built = await static_build.build(source.path, config.id, version, staging,
+                                                 self.settings.ingest_child_bytes)
+            except BaseException:
+                staging.unlink(missing_ok=True)
+                raise
             finally:
                 if source.temporary:
                     source.path.unlink(missing_ok=True)
@@ -130,35 +136,30 @@ class FeedService:
             feed_metrics.STATIC_ERRORS.labels(config.id, exc.code).inc()
             raise _to_api_error(exc) from exc
 
-        index = build.index
-        parts = build.parts()
-        first, last = index.service_range()
+        first, last = built.service_range
         static.update(
             version=version,
             loaded_at=iso_utc(self.clock.now()),
-            agency=index.agency_name,
-            timezone=index.timezone,
-            counts=index.counts(),
+            agency=built.agency_name,
+            timezone=built.timezone,
+            counts=built.counts,
             service_from=dt.date.fromordinal(first).isoformat(),
             service_to=dt.date.fromordinal(last).isoformat(),
             etag=source.etag,
             last_modified=source.last_modified,
-            bytes=sum(len(p) for p in parts),
+            bytes=built.nbytes,
             last_error=None,
         )
         static["ingest_seconds"] = round(time.perf_counter() - started, 3)
         feed_metrics.STATIC_SECONDS.labels(config.id).observe(time.perf_counter() - started)
         status["static"] = static
-        if self.catalog is not None:  # this host maps the file it wrote, not its own copy
-            await asyncio.to_thread(self.catalog.versions.write, config.id, version, parts)
-        await self.store.publish_static(config.id, version, chunks(parts, CHUNK_BYTES), status,
+        path = await asyncio.to_thread(self.versions.adopt, config.id, version, built.path)
+        await self.store.publish_static(config.id, version,
+                                        chunks(file_blocks(path), CHUNK_BYTES), status,
                                         keep=self.settings.keep_versions)
-        if self.catalog is not None:
-            mapped = await asyncio.to_thread(
-                map_index, self.catalog.versions.path(config.id, version))
-            self.catalog.install(config, mapped, status)
-        log.info("feed %s: static version %s published (%s)", config.id, version,
-                 index.counts())
+        if self.catalog is not None:  # this host maps the file it built: no copy of its own
+            self.catalog.install(config, await asyncio.to_thread(map_index, path), status)
+        log.info("feed %s: static version %s published (%s)", config.id, version, built.counts)
         return IngestResult(config.id, version, True, time.perf_counter() - started, status)
 
 

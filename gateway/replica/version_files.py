@@ -22,10 +22,10 @@ import hashlib
 import logging
 import mmap
 import os
-from collections.abc import Iterable
+from collections.abc import Iterator
 from pathlib import Path
 
-from feeds.schedule.codec import Buffer, CodecError, decode_index
+from feeds.schedule.codec import CodecError, decode_index
 from feeds.schedule.index import ScheduleIndex
 from gateway.store.store import Store
 
@@ -66,18 +66,17 @@ class VersionFiles:
                 path.unlink(missing_ok=True)
         raise AssertionError("unreachable")
 
-    def write(self, feed_id: str, version: str, parts: Iterable[Buffer]) -> Path:
-        """Write a version this process built itself (the ingest side: no round trip
+    def staging(self, feed_id: str, version: str) -> Path:
+        """Where a build writes a version before ``adopt`` puts it in place."""
+        return self._temporary(self.path(feed_id, version))
+
+    def adopt(self, feed_id: str, version: str, built: Path) -> Path:
+        """Put a version this host built itself in place (the ingest side: no round trip
         through the store for the host that made it)."""
         path = self.path(feed_id, version)
         lock = self._lock(feed_id)
         try:
-            if not path.exists():
-                tmp = self._temporary(path)
-                with open(tmp, "wb") as fh:
-                    for part in parts:
-                        fh.write(part)
-                os.replace(tmp, path)
+            os.replace(built, path)
         finally:
             lock.close()
         self._prune(feed_id, version)
@@ -146,3 +145,10 @@ def map_index(path: Path) -> ScheduleIndex:
     with open(path, "rb") as fh:
         mapping = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
     return decode_index(mapping)
+
+
+def file_blocks(path: Path, size: int = 8 * 1024 * 1024) -> Iterator[bytes]:
+    """A version file's bytes in blocks (publishing reads it back from the page cache)."""
+    with open(path, "rb") as fh:
+        while block := fh.read(size):
+            yield block
