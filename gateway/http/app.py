@@ -25,8 +25,9 @@ from gateway.http.appkeys import (
 )
 from gateway.http.board_cache import BoardCache
 from gateway.http.endpoint import ENDPOINTS, add_routes, refuse_unwrapped_routes, unmatched
-from gateway.http.operator_routes import push_realtime
+from gateway.http.operator_routes import get_job, push_realtime
 from gateway.ingest.feed_service import FeedService
+from gateway.ingest.jobs import JobRunner
 from gateway.ingest.pollers import PollerManager
 from gateway.observability.request_metrics import HTTP_METRICS, flush_periodically
 from gateway.replica.feeds import FeedCatalog
@@ -68,6 +69,7 @@ def build_app(settings: Settings, store: Store, clock: Clock,
         web.get("/v1/feeds/{feed}", feed_routes.get_feed),
         web.get("/v1/feeds/{feed}/stops", feed_routes.search_stops),
         web.post("/v1/feeds/{feed}/realtime", push_realtime),
+        web.get("/v1/feeds/{feed}/jobs/{job}", get_job),
         # Indexed under "/", so tried after every route with a longer prefix, whenever added
         web.route("*", "/{tail:.*}", unmatched),
     ]
@@ -80,6 +82,7 @@ def build_app(settings: Settings, store: Store, clock: Clock,
         app.cleanup_ctx.append(_follow_store)
         if settings.role in ("all", "ingest"):
             app.cleanup_ctx.append(_run_pollers)
+            app.cleanup_ctx.append(_run_jobs)
     return app
 
 
@@ -104,6 +107,14 @@ async def stop_tasks(tasks: list[asyncio.Task[None]], grace_s: float = 10.0) -> 
         if task.done() and not task.cancelled() and task.exception() is not None:
             logging.getLogger(__name__).warning("task %s ended with %r", task.get_name(),
                                                 task.exception())
+
+
+async def _run_jobs(app: web.Application) -> AsyncIterator[None]:
+    """Static ingests queued by API processes (``gateway.ingest.jobs``)."""
+    runner = JobRunner(app[STORE], app[FEEDS], app[CLOCK])
+    task = asyncio.create_task(runner.run(), name="ingest-jobs")
+    yield
+    await stop_tasks([task])
 
 
 async def _run_pollers(app: web.Application) -> AsyncIterator[None]:

@@ -49,7 +49,8 @@ PATHS: dict[str, dict[str, P]] = {
     "/v1/feeds": {
         "get": _op("Registered feeds with their health"),
         "post": _op("Register a feed (operator token): id, static, trip_updates, "
-                    "vehicle_positions, alerts, poll_seconds, headers", body="application/json",
+                    "vehicle_positions, alerts, poll_seconds, headers. 201 with the ingest; "
+                    "202 with a job from a --role api process", body="application/json",
                     ok="201"),
     },
     "/v1/feeds/{feed}": {
@@ -79,6 +80,9 @@ PATHS: dict[str, dict[str, P]] = {
     "/v1/feeds/{feed}/alerts": {"get": _op("Active service alerts", [
         FEED, _param("stop", "query", "stop_id"), _param("route", "query", "route_id"),
         _param("trip", "query", "trip_id")])},
+    "/v1/feeds/{feed}/jobs/{job}": {"get": _op(
+        "A queued ingest (operator token): state queued|running|done|failed, outcome",
+        [FEED, _param("job", "path", "job id, from the 202 of POST/PATCH /v1/feeds")])},
     "/v1/feeds/{feed}/realtime": {"post": _op(
         "Push a GTFS-Realtime FeedMessage (operator token)", [FEED],
         body="application/x-protobuf", ok="202")},

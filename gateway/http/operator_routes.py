@@ -11,7 +11,7 @@ from aiohttp import web
 
 from feeds.errors import FeedError
 from gateway.access.caller import require_operator
-from gateway.errors import BadRequest, Unprocessable
+from gateway.errors import BadRequest, Conflict, NotFound, Unprocessable
 from gateway.feed_config import FeedConfig
 from gateway.http.appkeys import (
     CATALOG,
@@ -19,6 +19,7 @@ from gateway.http.appkeys import (
     POLLERS,
 )
 from gateway.http.json_io import json_response, read_json
+from gateway.ingest import jobs
 from gateway.ingest.sources import local_path
 
 
@@ -34,17 +35,25 @@ def _feed_config(request: web.Request, data: dict[str, Any]) -> FeedConfig:
     return config
 
 
-def _ingested(config: FeedConfig, result: Any) -> dict[str, Any]:
-    return {"feed": config.public(), "version": result.version, "changed": result.changed,
-            "seconds": round(result.seconds, 3), "static": result.status.get("static")}
+async def _queued(request: web.Request, config: FeedConfig, replace: bool) -> web.Response:
+    """An API process (``--role api``) queues the ingest for an ingest process: 202."""
+    service = request.app[FEEDS]
+    record = jobs.public(await jobs.enqueue(service.store, service.clock, config, replace))
+    return json_response({"feed": config.public(), "job": record}, status=202,
+                         headers={"Location": record["url"]})
 
 
 async def create_feed(request: web.Request) -> web.Response:
     require_operator(request)
-    settings = request.app[FEEDS].settings
-    config = _feed_config(request, await read_json(request, settings.max_json_bytes))
-    result = await request.app[FEEDS].add(config)
-    return json_response(_ingested(config, result), status=201)
+    service = request.app[FEEDS]
+    config = _feed_config(request, await read_json(request, service.settings.max_json_bytes))
+    if service.settings.role == "api":
+        if await service.store.feed_config(config.id) is not None:
+            raise Conflict(f"feed {config.id!r} already exists; use PATCH or feeds reload",
+                           code="feed_exists")
+        return await _queued(request, config, replace=False)
+    result = await service.add(config)
+    return json_response(jobs.ingested(config, result), status=201)
 
 
 async def patch_feed(request: web.Request) -> web.Response:
@@ -57,8 +66,19 @@ async def patch_feed(request: web.Request) -> web.Response:
                          details={"parameter": "id"})
     current = await service.config(feed_id)
     config = _feed_config(request, {**current.to_json(), **body, "id": feed_id})
+    if service.settings.role == "api":
+        return await _queued(request, config, replace=True)
     result = await service.add(config, replace=True)
-    return json_response(_ingested(config, result))
+    return json_response(jobs.ingested(config, result))
+
+
+async def get_job(request: web.Request) -> web.Response:
+    """GET /v1/feeds/{feed}/jobs/{job}: a queued ingest's state and outcome."""
+    require_operator(request)
+    record = await request.app[FEEDS].store.job(request.match_info["job"])
+    if record is None or record.get("feed") != request.match_info["feed"]:
+        raise NotFound("no such job (jobs are kept a day)", code="job_not_found")
+    return json_response(jobs.public(record))
 
 
 async def delete_feed(request: web.Request) -> web.Response:

@@ -4,10 +4,14 @@ Layout (all under ``tg:``):
 
     tg:feeds                          HASH  feed id -> feed config (JSON)
     tg:feed:<id>:version              STR   the static version being served
-    tg:feed:<id>:static:<version>     STR   that version's schedule index (feeds.codec blob)
+    tg:feed:<id>:static:<version>     STR   that version's manifest: chunks, bytes, SHA-256
+    tg:feed:<id>:static:<version>:<n> STR   its n-th chunk of the encoded index (feeds.schedule
+                                            .codec), at most 32 MiB, no hash tag: chunks
+                                            spread over Cluster slots
+    tg:feed:<id>:stored               ZSET  versions whose chunks are stored, by write time
     tg:feed:<id>:status               STR   static ingest health (JSON)
     tg:feed:<id>:rt:meta              HASH  realtime kind -> fetch/merge health (JSON)
-    tg:feed:<id>:rt:stop:<stop_id>    STR   that stop's realtime overlay (feeds.rt_overlay)
+    tg:feed:<id>:rt:stop:<stop_id>    STR   that stop's realtime overlay (feeds.realtime.overlay)
     tg:feed:<id>:rt:trips             HASH  trip instance -> its realtime (trip view)
     tg:feed:<id>:rt:vehicle_positions STR   positions (JSON); rt:alerts likewise
     tg:lease:<name>                   STR   which ingest process polls a feed (PX TTL)
@@ -25,6 +29,9 @@ Layout (all under ``tg:``):
     tg:hackathon:<code>               HASH  a hackathon event: tier, expires, expires_at,
                                             max_keys, created, signups
     tg:hackathons                     SET   all event codes, for listing
+    tg:jobs                           LIST  ingest jobs asked for by API processes (ids)
+    tg:job:<id>                       STR   one job: what to ingest, its state and outcome
+                                            (JSON, kept a day)
 
 Feed ids are restricted (``FEED_ID_RE``) so they can never form a hash tag or a wildcard.
 """
@@ -39,10 +46,15 @@ FEEDS_KEY = "tg:feeds"
 KEYS_KEY = "tg:keys"
 TIERS_KEY = "tg:tiers"
 HACKATHONS_KEY = "tg:hackathons"
+JOBS_KEY = "tg:jobs"
 
 
 def feed_key(feed_id: str, suffix: str) -> str:
     return f"tg:feed:{feed_id}:{suffix}"
+
+
+def job_key(job_id: str) -> str:
+    return f"tg:job:{job_id}"
 
 
 def lease_key(name: str) -> str:
