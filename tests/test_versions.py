@@ -21,6 +21,7 @@ import gateway.ingest.feed_service as feed_service
 from feeds.schedule.codec import chunks, decode_index, encode_index, encode_parts
 from feeds.schedule.strings import OptionalStrings, StringTable
 from feeds.static.pipeline import build_static
+from gateway.http.appkeys import CATALOG
 from gateway.replica.feeds import FeedCatalog
 from gateway.replica.version_files import VersionFiles
 
@@ -183,3 +184,28 @@ async def test_a_large_source_is_built_in_a_child_process(gateway: Gateway, tmp_
     assert info.value.code == "static_feed_rejected"
     assert [p["code"] for p in info.value.details["problems"]] == ["not_a_zip"]
     assert submitted == ["build_to_file", "build_to_file"]  # both built in a child
+
+
+async def test_a_switch_lets_go_of_the_old_version(gateway: Gateway, tmp_path: Path) -> None:
+    """After a version switch nothing holds the old index (boards and searches cached from
+    it included), so its file mapping is released then and there, not when a cache fills."""
+    import gc
+    import weakref
+
+    from test_static_ingest import _renamed_caltrain
+
+    path = tmp_path / "feed.zip"
+    shutil.copyfile(CALTRAIN_ZIP, path)
+    await gateway.add_feed("switch", path)
+    old = gateway.app[CATALOG].get("switch").ready_index()
+    for url, params in (("/v1/feeds/switch/stops/palo_alto/departures",
+                         {"time": "2023-11-07T17:05:00-08:00"}),
+                        ("/v1/feeds/switch/stops", {"q": "palo"})):
+        status, _ = await gateway.get(url, **params)
+        assert status == 200
+    released = weakref.ref(old)
+    del old
+    _renamed_caltrain(path, "Palo Alto Two")
+    assert (await gateway.feeds.reload("switch")).changed
+    gc.collect()
+    assert released() is None

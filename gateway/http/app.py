@@ -50,6 +50,13 @@ def build_app(settings: Settings, store: Store, clock: Clock,
     app[FEEDS] = FeedService(store, settings, clock, catalog)
     app[SEARCH_CACHE] = {}
     app[BOARD_CACHE] = BoardCache(catalog, clock)
+    catalog.on_replaced.append(app[BOARD_CACHE].forget)
+    searches = app[SEARCH_CACHE]
+
+    def forget_search(feed_id: str) -> None:
+        searches.pop(feed_id, None)
+
+    catalog.on_replaced.append(forget_search)
     app[POLLERS] = PollerManager(store, catalog, settings, clock)
     app[ENDPOINTS] = set()
     app.on_startup.insert(0, refuse_unwrapped_routes)  # before anything is started

@@ -56,3 +56,8 @@ class BoardCache:
         if len(self._boards) >= self.size:
             self._boards.clear()
         self._boards[target] = _Board(second, feed, view, revision, body)
+
+    def forget(self, feed_id: str) -> None:
+        """Drop the feed's boards (its index was replaced: they would pin the old one)."""
+        for target in [t for t, b in self._boards.items() if b.feed_id == feed_id]:
+            del self._boards[target]

@@ -58,6 +58,9 @@ class FeedCatalog:
         self.realtime: dict[str, RealtimeView] = {}
         self.loaded_once = False
         self.after_load = after_load  # called once a refresh has loaded new schedule data
+        # Called with a feed's id when its index is replaced or the feed dropped: caches that
+        # hold the old index let go of it, so that its file mapping is released at once.
+        self.on_replaced: list[Callable[[str], None]] = []
 
     def realtime_view(self, feed_id: str) -> RealtimeView:
         view = self.realtime.get(feed_id)
@@ -73,11 +76,19 @@ class FeedCatalog:
 
     def install(self, config: FeedConfig, index: ScheduleIndex | None,
                 status: dict[str, Any]) -> None:
+        current = self.feeds.get(config.id)
         self.feeds[config.id] = LoadedFeed(config, status, index)
+        if current is not None and current.index is not index:
+            self._replaced(config.id)
 
     def drop(self, feed_id: str) -> None:
         self.feeds.pop(feed_id, None)
         self.realtime.pop(feed_id, None)
+        self._replaced(feed_id)
+
+    def _replaced(self, feed_id: str) -> None:
+        for listener in self.on_replaced:
+            listener(feed_id)
 
     async def refresh(self, only: str | None = None) -> None:
         configs = await self.store.feed_configs()
@@ -106,7 +117,7 @@ class FeedCatalog:
             elif index is None or index.version != version:
                 index = await self._load(feed_id, version) or index
                 loaded = True
-            self.feeds[feed_id] = LoadedFeed(config, status, index)
+            self.install(config, index, status)
             await self.realtime_view(feed_id).reload(self.store)
         if only is None:
             self.loaded_once = True
