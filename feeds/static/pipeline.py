@@ -48,5 +48,5 @@ def build_static(path: Path, feed_id: str, version: str) -> StaticBuild:
     problems += check_feed(feed)
     if any(p.code in STRUCTURAL or p.code == "malformed_csv" for p in problems):
         raise StaticFeedRejected(problems)
-    index = build_index(feed, feed_id, version, problems)
+    index = build_index(feed, feed_id, version, problems, release=True)
     return StaticBuild(index=index)

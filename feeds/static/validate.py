@@ -25,6 +25,7 @@ import pandas as pd
 
 from feeds.errors import Problem
 from feeds.schedule.service_time import parse_gtfs_date, parse_time
+from feeds.static.columns import blank
 
 REQUIRED_FILES = ("agency.txt", "stops.txt", "routes.txt", "trips.txt", "stop_times.txt")
 REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
@@ -141,16 +142,6 @@ def _table(feed: Any, name: str) -> pd.DataFrame | None:
     return df if isinstance(df, pd.DataFrame) else None
 
 
-def _blank(series: pd.Series) -> pd.Series:
-    """Missing or whitespace-only. Strips each distinct value once, not each row: stop_times
-    has hundreds of thousands of rows but few distinct values per column."""
-    missing = series.isna()
-    if pd.api.types.is_numeric_dtype(series.dtype):
-        return missing
-    blanks = [v for v in series[~missing].unique() if not str(v).strip()]
-    return missing | series.isin(blanks) if blanks else missing
-
-
 def _sample(values: Any) -> str:
     items = [str(v) for v in list(dict.fromkeys(values))[:_SAMPLE]]
     return ", ".join(items)
@@ -169,7 +160,7 @@ def check_feed(feed: Any) -> list[Problem]:
     st = _table(feed, "stop_times")
     assert st is not None
     flex_columns = {"location_id", "location_group_id"} & set(st.columns)
-    if flex_columns and ("stop_id" not in st.columns or _blank(st["stop_id"]).any()):
+    if flex_columns and ("stop_id" not in st.columns or blank(st["stop_id"]).any()):
         return [Problem("unsupported_flex", "stop_times use GTFS-Flex locations instead of "
                         "stop_id; flexible services are not supported", "stop_times.txt")]
 
@@ -185,10 +176,10 @@ def check_feed(feed: Any) -> list[Problem]:
         for column in columns:
             if table == "stop_times" and column in ("arrival_time", "departure_time"):
                 continue  # untimed stops are allowed; checked below
-            blank = _blank(df[column])
-            if blank.any():
-                problems.append(Problem("missing_value", f"{int(blank.sum())} row(s) without "
-                                        f"{column}", f"{table}.txt", int(blank.sum())))
+            empty = blank(df[column])
+            if empty.any():
+                problems.append(Problem("missing_value", f"{int(empty.sum())} row(s) without "
+                                        f"{column}", f"{table}.txt", int(empty.sum())))
     if problems:
         return problems
 
