@@ -70,8 +70,10 @@ def _copy(name: str, header: list[str], rows: list[list[str]], k: int) -> Iterat
         yield out
 
 
-def tile(copies: int, source: Path = SOURCE, out: Path | None = None) -> Path:
-    """The tiled zip (made once, then reused)."""
+def tile(copies: int, source: Path = SOURCE, out: Path | None = None,
+         agency_suffix: str = "") -> Path:
+    """The tiled zip (made once, then reused). ``agency_suffix`` is added to the agency's name:
+    a second version of the same feed, with other bytes."""
     out = out or tiled_path(copies)
     if out.exists():
         return out
@@ -83,6 +85,14 @@ def tile(copies: int, source: Path = SOURCE, out: Path | None = None) -> Path:
             name = info.filename
             text = src.read(name).decode("utf-8-sig")
             if name in ONCE:
+                if name == "agency.txt" and agency_suffix:
+                    header, reader = _rows(text)
+                    out_rows = [[v + agency_suffix if col == "agency_name" else v
+                                 for col, v in zip(header, row, strict=False)]
+                                for row in reader]
+                    buffer = io.StringIO()
+                    csv.writer(buffer, lineterminator="\n").writerows([header, *out_rows])
+                    text = buffer.getvalue()
                 dst.writestr(name, text)
                 continue
             header, reader = _rows(text)
