@@ -84,6 +84,10 @@ class Settings:
     default) or off (0: to measure what they cost)."""
     static_max_bytes: int = 512 * 1024 * 1024
     """GATEWAY_STATIC_MAX_BYTES: the largest static GTFS zip accepted (download or file)."""
+    static_max_rows: int = 20_000_000
+    """GATEWAY_STATIC_MAX_ROWS: the most stop_times rows a static feed may have; a feed over it
+    is refused with ``feed_too_large`` (413), before its read where the file's lines show it.
+    Ingest takes about 1.5 GiB and 20 CPU-seconds per 14 M rows (``bench/ingest.py``)."""
     static_timeout_s: float = 300.0
     ingest_child_bytes: int = 16 * 1024 * 1024
     """GATEWAY_INGEST_CHILD_BYTES: static sources larger than this are built in a child
@@ -137,6 +141,7 @@ class Settings:
             bench_no_auth=env.get("GATEWAY_BENCH_NO_AUTH", "") == "1",
             metrics=env.get("GATEWAY_METRICS", "1") in _TRUE,
             static_max_bytes=_number(env, "GATEWAY_STATIC_MAX_BYTES", int, str(512 * 1024 * 1024)),
+            static_max_rows=_number(env, "GATEWAY_STATIC_MAX_ROWS", int, "20000000"),
             realtime_max_bytes=_number(env, "GATEWAY_REALTIME_MAX_BYTES", int,
                                        str(64 * 1024 * 1024)),
             keep_versions=max(1, _number(env, "GATEWAY_KEEP_VERSIONS", int, "3")),

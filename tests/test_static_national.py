@@ -5,13 +5,23 @@ values stay the file's strings), and the size limits that refuse a feed with
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
+import pytest
+from conftest import GTFS
+from test_keys_operator import bearer, make_client
 
+from feeds.errors import StaticFeedRejected
+from feeds.static import pipeline
+from feeds.static.limits import FeedTooLarge, SizeLimits
 from feeds.static.pipeline import build_static
 from feeds.static.reader import read_gtfs
+from gateway.settings import Settings
+from gateway.store.store import Store
 
 # Every identifier below looks like a number: pandas, left to itself, reads such a category
 # column as numbers (007 and 7 become one stop, 1.0 and 1 another, 0123 loses its zero).
@@ -80,3 +90,103 @@ def test_numeric_looking_ids_index_as_strings(tmp_path: Path) -> None:
     # a pickup_type of 1 takes the first stop of trip 123 off the boards; last stops never board
     assert index.counts()["departure_events"] == 2
     assert np.array_equal(index.departures.row[np.argsort(index.departures.time)], [0, 3])
+
+
+# --- size limits ----------------------------------------------------------------------------
+
+CALTRAIN = GTFS / "caltrain-2023.zip"
+CALTRAIN_ROWS = 3498  # its stop_times.txt: 3499 CRLF lines, the last without one, header first
+
+
+def _no_read(path: Path) -> Any:
+    raise AssertionError(f"{path} was read: the limit should have refused it first")
+
+
+def test_rows_over_the_limit_are_refused_before_the_read(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pipeline, "read_gtfs", _no_read)
+    with pytest.raises(FeedTooLarge) as info:
+        build_static(CALTRAIN, "c", "v", SizeLimits(max_rows=CALTRAIN_ROWS - 1))
+    exc = info.value
+    assert isinstance(exc, StaticFeedRejected) and exc.code == "feed_too_large"
+    [problem] = exc.problems
+    assert (problem.code, problem.file) == ("feed_too_large", "stop_times.txt")
+    assert problem.message == (f"stop_times.txt has {CALTRAIN_ROWS} rows, over the limit of "
+                               f"{CALTRAIN_ROWS - 1} rows (GATEWAY_STATIC_MAX_ROWS)")
+    # it crosses a process boundary as what it is (big builds run in a child)
+    again = pickle.loads(pickle.dumps(exc))
+    assert type(again) is FeedTooLarge and again.problems == exc.problems
+
+
+def test_a_feed_at_the_limits_is_accepted() -> None:
+    limits = SizeLimits(max_bytes=CALTRAIN.stat().st_size, max_rows=CALTRAIN_ROWS)
+    assert build_static(CALTRAIN, "c", "v", limits).index.counts()["stop_times"] == CALTRAIN_ROWS
+
+
+def test_counting_stops_past_the_limit(tmp_path: Path) -> None:
+    """A stop_times.txt far over the limit is not counted to its end (an archive may inflate to
+    any size): the refusal says how far the count went."""
+    files = dict(NUMERIC_LOOKING)
+    files["stop_times.txt"] = ("trip_id,arrival_time,departure_time,stop_id,stop_sequence\n"
+                               + "0123,,,007,1\n" * 1_000_000)
+    with pytest.raises(FeedTooLarge) as info:
+        build_static(_feed(tmp_path / "long", files), "n", "v", SizeLimits(max_rows=10))
+    message = info.value.problems[0].message
+    assert message.startswith("stop_times.txt has at least ")
+    counted = int(message.split()[4])
+    assert 10 < counted < 1_000_000
+    assert message.endswith("over the limit of 10 rows (GATEWAY_STATIC_MAX_ROWS)")
+
+
+def test_rows_too_short_for_the_line_count_are_counted_after_the_read(tmp_path: Path) -> None:
+    """Rows shorter than any valid one (here without the times and sequence) let a file under
+    the size bound skip the line count; the rows pandas read are then checked exactly, before
+    the feed's other problems (its missing columns) are looked for."""
+    files = dict(NUMERIC_LOOKING)
+    files["stop_times.txt"] = "trip_id,stop_id\n" + "a,b\n" * 40
+    with pytest.raises(FeedTooLarge) as info:
+        build_static(_feed(tmp_path / "short", files), "n", "v", SizeLimits(max_rows=39))
+    assert [p.message for p in info.value.problems] == [
+        "stop_times.txt has 40 rows, over the limit of 39 rows (GATEWAY_STATIC_MAX_ROWS)"]
+
+
+def test_a_source_over_the_bytes_limit(tmp_path: Path) -> None:
+    source = _feed(tmp_path / "numeric", NUMERIC_LOOKING)  # a directory: its files' bytes
+    size = sum(p.stat().st_size for p in source.iterdir())
+    with pytest.raises(FeedTooLarge) as info:
+        build_static(source, "n", "v", SizeLimits(max_bytes=size - 1))
+    assert info.value.problems[0].message == (
+        f"the source is {size} bytes, over the limit of {size - 1} bytes "
+        "(GATEWAY_STATIC_MAX_BYTES)")
+    assert build_static(source, "n", "v", SizeLimits(max_bytes=size)).index.counts()["stops"] == 4
+
+
+def test_the_row_limit_setting() -> None:
+    assert Settings().static_max_rows == 20_000_000
+    assert Settings.from_env({"GATEWAY_STATIC_MAX_ROWS": "5"}).static_max_rows == 5
+
+
+async def test_adding_a_feed_over_the_row_limit_answers_413(
+        store: Store, aiohttp_client: Any, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    client, operator, _ = await make_client(store, aiohttp_client, allow_private_urls=True,
+                                            versions_dir=tmp_path / "versions",
+                                            static_max_rows=CALTRAIN_ROWS - 1)
+    monkeypatch.setattr(pipeline, "read_gtfs", _no_read)
+    resp = await client.post("/v1/feeds", json={"id": "big", "static": str(CALTRAIN)},
+                             headers=bearer(operator))
+    body = await resp.json()
+    assert resp.status == 413, body
+    error = body["error"]
+    assert error["code"] == "feed_too_large"
+    assert "GATEWAY_STATIC_MAX_ROWS" in error["message"]
+    assert [p["code"] for p in error["problems"]] == ["feed_too_large"]
+    assert await store.feed_config("big") is None  # a refused first version registers nothing
+
+    monkeypatch.undo()
+    client, operator, _ = await make_client(store, aiohttp_client, allow_private_urls=True,
+                                            versions_dir=tmp_path / "versions",
+                                            static_max_rows=CALTRAIN_ROWS)
+    resp = await client.post("/v1/feeds", json={"id": "big", "static": str(CALTRAIN)},
+                             headers=bearer(operator))
+    assert resp.status == 201, await resp.text()

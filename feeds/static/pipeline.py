@@ -1,4 +1,5 @@
-"""Static ingest pipeline (CPU part): source path → checks → gtfs-kit → checks → index bytes.
+"""Static ingest pipeline (CPU part): source path → checks → size limits → gtfs-kit → checks →
+index.
 
 Runs in a worker thread or process; pure apart from reading the local file it is given.
 """
@@ -12,6 +13,7 @@ from feeds.errors import Problem, StaticFeedRejected
 from feeds.schedule.codec import Buffer, encode_index, encode_parts
 from feeds.schedule.index import ScheduleIndex
 from feeds.static.build import build_index
+from feeds.static.limits import NO_LIMITS, SizeLimits, check_rows, check_source_size
 from feeds.static.reader import read_gtfs
 from feeds.static.validate import STRUCTURAL, check_feed, check_source
 
@@ -30,13 +32,16 @@ class StaticBuild:
         return encode_index(self.index)
 
 
-def build_static(path: Path, feed_id: str, version: str) -> StaticBuild:
-    """Validate and index a GTFS zip or directory. Raises StaticFeedRejected with coded problems."""
+def build_static(path: Path, feed_id: str, version: str,
+                 limits: SizeLimits = NO_LIMITS) -> StaticBuild:
+    """Validate and index a GTFS zip or directory. Raises StaticFeedRejected with coded problems
+    (FeedTooLarge, before the read where it can, for a feed over ``limits``)."""
     problems = check_source(path)
     # Ragged rows still read (pandas pads them), so go on and report the tables' problems
     # too: an operator should learn everything wrong with a feed in one round, not two.
     if any(p.code != "malformed_csv" for p in problems):
         raise StaticFeedRejected(problems)
+    check_source_size(path, limits)
     try:
         feed = read_gtfs(path)
     except UnicodeDecodeError as exc:
@@ -45,6 +50,7 @@ def build_static(path: Path, feed_id: str, version: str) -> StaticBuild:
     except Exception as exc:
         raise StaticFeedRejected([*problems, Problem(
             "malformed_csv", f"{type(exc).__name__}: {str(exc).strip()[:300]}")]) from exc
+    check_rows(feed, limits)
     problems += check_feed(feed)
     if any(p.code in STRUCTURAL or p.code == "malformed_csv" for p in problems):
         raise StaticFeedRejected(problems)

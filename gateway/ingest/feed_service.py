@@ -16,8 +16,9 @@ from typing import Any
 
 from feeds.errors import FeedError, FeedSourceError, StaticFeedRejected
 from feeds.schedule.codec import chunks
+from feeds.static.limits import SizeLimits
 from gateway.clock import Clock
-from gateway.errors import Conflict, NotFound, Unprocessable
+from gateway.errors import ApiError, Conflict, NotFound, PayloadTooLarge, Unprocessable
 from gateway.feed_config import FeedConfig
 from gateway.ingest import static_build
 from gateway.ingest.static_fetch import fetch_static
@@ -119,8 +120,9 @@ class FeedService:
             version = source.digest[:16]
             staging = self.versions.staging(config.id, version)
             try:
-                built = await static_build.build(source.path, config.id, version, staging,
-                                                 self.settings.ingest_child_bytes)
+                built = await static_build.build(
+                    source.path, config.id, version, staging, self.settings.ingest_child_bytes,
+                    SizeLimits(self.settings.static_max_bytes, self.settings.static_max_rows))
             except BaseException:
                 staging.unlink(missing_ok=True)
                 raise
@@ -170,9 +172,11 @@ def _error_record(exc: FeedError, now: float) -> dict[str, Any]:
     return record
 
 
-def _to_api_error(exc: FeedError) -> Unprocessable:
+def _to_api_error(exc: FeedError) -> ApiError:
     details: dict[str, Any] = {}
     if isinstance(exc, StaticFeedRejected):
         details["problems"] = [p.as_dict() for p in exc.problems]
     code = exc.code if isinstance(exc, (StaticFeedRejected, FeedSourceError)) else "feed_error"
-    return Unprocessable(exc.message, code=code, details=details)
+    too_large = code == "feed_too_large"  # a size limit: 413, like any body over its limit
+    return (PayloadTooLarge if too_large else Unprocessable)(exc.message, code=code,
+                                                             details=details)

@@ -17,6 +17,8 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from feeds.static.limits import NO_LIMITS, SizeLimits
+
 
 @dataclass(frozen=True)
 class BuiltVersion:
@@ -31,13 +33,14 @@ class BuiltVersion:
     timezone: str
 
 
-def build_to_file(source: Path, feed_id: str, version: str, out: Path) -> BuiltVersion:
+def build_to_file(source: Path, feed_id: str, version: str, out: Path,
+                  limits: SizeLimits = NO_LIMITS) -> BuiltVersion:
     """Validate and index ``source``, write the encoded version to ``out``. Raises
     StaticFeedRejected (picklable: it crosses the process boundary)."""
     from feeds.schedule.codec import encode_parts  # the build's imports stay in the builder
     from feeds.static.pipeline import build_static
 
-    index = build_static(source, feed_id, version).index
+    index = build_static(source, feed_id, version, limits).index
     size = 0
     with open(out, "wb") as fh:
         for part in encode_parts(index):
@@ -47,17 +50,17 @@ def build_to_file(source: Path, feed_id: str, version: str, out: Path) -> BuiltV
 
 
 async def build(source: Path, feed_id: str, version: str, out: Path,
-                child_over_bytes: int) -> BuiltVersion:
+                child_over_bytes: int, limits: SizeLimits = NO_LIMITS) -> BuiltVersion:
     """``build_to_file`` in a child process when ``source`` is over ``child_over_bytes``
     (a directory counts its files), else in a thread."""
     size = (sum(p.stat().st_size for p in source.iterdir() if p.is_file())
             if source.is_dir() else source.stat().st_size)
     if size <= child_over_bytes:
-        return await asyncio.to_thread(build_to_file, source, feed_id, version, out)
+        return await asyncio.to_thread(build_to_file, source, feed_id, version, out, limits)
     pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
                                max_tasks_per_child=1)
     try:
         return await asyncio.get_running_loop().run_in_executor(
-            pool, build_to_file, source, feed_id, version, out)
+            pool, build_to_file, source, feed_id, version, out, limits)
     finally:
         pool.shutdown(wait=False)  # the child exits after its one task
