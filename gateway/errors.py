@@ -8,10 +8,12 @@ endpoint wrapper of ``gateway.http.app``).
     ├── NotFound            404  feed_not_found, stop_not_found, trip_not_found, not_found
     ├── Conflict            409  feed_exists, event_exists, event_full
     ├── Gone                410  event_expired
-    ├── PayloadTooLarge     413  payload_too_large
+    ├── PayloadTooLarge     413  payload_too_large, feed_too_large (a static feed's limits)
     ├── Unprocessable       422  static_feed_rejected (carries the feed's coded problems)
     ├── RateLimited         429  rate_limited, quota_exceeded
-    ├── StoreUnavailable    503  store_unavailable
+    ├── StoreUnavailable    503  store_unavailable (the store did not answer)
+    │   └── StoreRefused    507  store_refused: it answered with an error, out of memory or a
+    │                       500  value too large (507), anything else (500)
     └── FeedNotReady        503  feed_not_ready
 """
 
@@ -86,6 +88,29 @@ class RateLimited(ApiError):
 class StoreUnavailable(ApiError):
     status = 503
     code = "store_unavailable"
+
+
+class StoreRefused(StoreUnavailable):
+    """The store answered a command with an error reply: the store is there, and refused.
+
+    507 Insufficient Storage when it is out of room (``OOM command not allowed when used memory
+    > 'maxmemory'``) or the value is over what it stores (``proto-max-bulk-len``, 512 MiB by
+    default): the request cannot succeed until the store is given room or the value shrinks,
+    and saying "unavailable, try again" (503) would send clients and operators after a network
+    problem that is not there. 500 for any other refusal (wrong type, a cross-slot command, an
+    ACL): a bug or a misconfiguration here, which no retry fixes.
+
+    A subclass of StoreUnavailable for the callers that degrade when the store cannot serve
+    them (the access guard, the limiter, the catalog): a refusal leaves them as unserved as an
+    outage does. What is answered and logged says which of the two it was.
+    """
+
+    code = "store_refused"
+
+    def __init__(self, message: str, *, full: bool = False) -> None:
+        super().__init__(message)
+        self.status = 507 if full else 500
+        self.full = full
 
 
 class FeedNotReady(ApiError):
