@@ -5,6 +5,15 @@ Each measurement runs in a fresh child process (imports excluded from the timing
 memory (ru_maxrss) is per measurement. The API server is a separate ``transit-gateway serve``
 process: "served" means it learned of the new version through the store, loaded and decoded
 it, and answered a departures request for a busy station with departures.
+
+    python -m bench.ingest national     # the national-size rows only (3 interleaved rounds)
+
+The national rows: the CPU part of a static ingest (``build_static``: source checks, size
+limits, gtfs-kit read, validation, index; then as ``feeds add`` builds it, with the version
+written to a file) of the 40-copy WMATA feed (``bench.tiler``, 14.1 M stop_times), seconds
+and peak RSS, against the 1-copy feed measured in the same rounds and scaled 40 times (its
+time, and its memory above the imports): ratio 1 is linear scaling. The budget of that part
+at national size: 45 s and 2.5 GiB, so that ``feeds add`` stays within 60 s and 3 GiB.
 """
 
 from __future__ import annotations
@@ -36,6 +45,67 @@ def child_read_feed() -> None:
     seconds = time.perf_counter() - t
     assert len(feed.stop_times) > 300_000
     print(json.dumps({"seconds": seconds, "maxrss_mib": maxrss_mib(), "base_mib": base}))
+
+
+def child_build(source: str, to_file: str) -> None:
+    """``build_static`` of ``source`` (with the version written to a file when ``to_file`` is
+    "1", as ``feeds add`` does) in this fresh process: seconds, CPU seconds, peak RSS."""
+    from feeds.static.pipeline import build_static
+    from gateway.ingest.static_build import build_to_file
+
+    base = maxrss_mib()
+    t, cpu = time.perf_counter(), time.process_time()
+    if to_file == "1":
+        with tempfile.TemporaryDirectory(prefix="tg-bench-build-") as folder:
+            counts = build_to_file(Path(source), "b", "v", Path(folder) / "v.tgv").counts
+    else:
+        counts = build_static(Path(source), "b", "v").index.counts()
+    print(json.dumps({"seconds": time.perf_counter() - t, "cpu": time.process_time() - cpu,
+                      "maxrss_mib": maxrss_mib(), "base_mib": base,
+                      "stop_times": counts["stop_times"]}))
+
+
+def run_national(rounds: int = 3, copies: int = 40) -> list[Row]:
+    from bench.tiler import tile
+
+    big = str(tile(copies))
+    one: list[dict[str, float]] = []
+    national: list[dict[str, float]] = []
+    to_file: list[dict[str, float]] = []
+    for i in range(rounds):  # interleaved: one copy, national, national to a file, ...
+        one.append(run_child("bench.ingest", "build", str(FEED), "0"))
+        national.append(run_child("bench.ingest", "build", big, "0"))
+        to_file.append(run_child("bench.ingest", "build", big, "1"))
+        print(f"  round {i + 1}: 1 copy {one[-1]['seconds']:.2f}s "
+              f"{one[-1]['maxrss_mib']:.0f} MiB; x{copies} {national[-1]['seconds']:.2f}s "
+              f"(cpu {national[-1]['cpu']:.2f}s) {national[-1]['maxrss_mib']:.0f} MiB; "
+              f"to a file {to_file[-1]['seconds']:.2f}s {to_file[-1]['maxrss_mib']:.0f} MiB",
+              file=sys.stderr)
+    assert national[0]["stop_times"] == copies * one[0]["stop_times"]
+
+    def linear_seconds(r: dict[str, float]) -> float:
+        return copies * r["seconds"]
+
+    def linear_mib(r: dict[str, float]) -> float:
+        return r["base_mib"] + copies * (r["maxrss_mib"] - r["base_mib"])
+
+    rows = []
+    for name, runs in (("build_static", national), ("build_static to a file", to_file)):
+        rows += [
+            Row(f"ingest x{copies} ({national[0]['stop_times'] / 1e6:.1f} M): {name}",
+                median([r["seconds"] for r in runs]), "s", f"1 copy x{copies}",
+                median([linear_seconds(r) for r in one]), "≤ 45.00",
+                median([n["seconds"] / linear_seconds(o) for n, o in zip(runs, one,
+                                                                         strict=True)])),
+            Row(f"ingest x{copies}: {name} peak RSS", median([r["maxrss_mib"] for r in runs]),
+                "MiB", f"1 copy x{copies} above imports",
+                median([linear_mib(r) for r in one]), "≤ 2560",
+                median([n["maxrss_mib"] / linear_mib(o) for n, o in zip(runs, one,
+                                                                        strict=True)])),
+        ]
+    rows.append(Row(f"ingest x{copies}: build_static CPU", median([r["cpu"] for r in national]),
+                    "s", f"1 copy x{copies}", median([copies * r["cpu"] for r in one])))
+    return rows
 
 
 def child_ingest(redis_url: str, api: str, key: str, feed_id: str) -> None:
@@ -122,6 +192,12 @@ def main() -> None:
     ns = parser.parse_args()
     if ns.mode == "read-feed":
         child_read_feed()
+    elif ns.mode == "build":
+        child_build(*ns.args)
+    elif ns.mode == "national":
+        from bench.common import print_table
+
+        print_table(run_national())
     elif ns.mode == "ingest":
         child_ingest(*ns.args)
     else:
