@@ -11,12 +11,16 @@ the globe or missing) both must give exactly the same list, distances to the las
 
 from __future__ import annotations
 
+import asyncio
 import math
 import string
+import threading
 import unicodedata
 from typing import Any
 
 import numpy as np
+import pytest
+from conftest import GTFS, Gateway
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -250,3 +254,30 @@ def test_a_national_radius_and_a_pole() -> None:
         for radius in [100_000.0, 1e6, 1.2e7]:
             expected = reference_search(ids, ids, lat, lon, None, point, radius, 1000)
             assert search.search(near=point, radius_m=radius, limit=1000) == expected
+
+
+# --- the route: one build per version, off the event loop -------------------------------------
+
+
+async def test_concurrent_first_searches_share_one_build(
+        embedded_gateway: Gateway, monkeypatch: pytest.MonkeyPatch) -> None:
+    from gateway.http import feed_routes
+
+    built: list[int] = []  # the threads that built a search
+
+    def counting(stops: Stops) -> StopSearch:
+        built.append(threading.get_ident())
+        return StopSearch(stops)
+
+    monkeypatch.setattr(feed_routes, "StopSearch", counting)
+    gw = embedded_gateway
+    await gw.add_feed("caltrain", GTFS / "caltrain-2023.zip")
+    path = "/v1/feeds/caltrain/stops"
+    answers = await asyncio.gather(*(gw.get(path, q="palo alto") for _ in range(6)),
+                                   gw.get(path, near="37.44322,-122.16429", radius=200))
+    assert [status for status, _ in answers] == [200] * 7
+    assert len({str(body) for _, body in answers[:6]}) == 1
+    assert [s["id"] for s in answers[-1][1]["stops"]] == ["palo_alto", "70171", "70172", "PAS"]
+    assert len(built) == 1 and built[0] != threading.get_ident()  # once, off the event loop
+    await gw.get(path, q="palo")
+    assert len(built) == 1

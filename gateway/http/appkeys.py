@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from aiohttp import web
 
 from feeds.schedule.stop_search import StopSearch
@@ -18,7 +20,8 @@ STORE = web.AppKey("store", Store)
 CLOCK = web.AppKey("clock", Clock)
 CATALOG = web.AppKey("catalog", FeedCatalog)
 FEEDS = web.AppKey("feed_service", FeedService)
-SEARCH_CACHE = web.AppKey("search_cache", dict[str, StopSearch])
+# by feed id: the version searched and its search (being built in a thread, or built)
+SEARCH_CACHE = web.AppKey("search_cache", dict[str, tuple[str, "asyncio.Future[StopSearch]"]])
 BOARD_CACHE = web.AppKey("board_cache", BoardCache)
 POLLERS = web.AppKey("pollers", PollerManager)
 

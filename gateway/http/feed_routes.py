@@ -3,11 +3,13 @@ vehicles and alerts."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from aiohttp import web
 
 from feeds.realtime.vehicles import in_bbox
+from feeds.schedule.index import ScheduleIndex
 from feeds.schedule.stop_search import StopSearch
 from gateway.errors import BadRequest
 from gateway.http import params, render
@@ -123,8 +125,30 @@ async def alerts(request: web.Request) -> web.Response:
                           "realtime_age_s": fresh.age_s, "realtime_stale": fresh.stale})
 
 
+async def stop_search(app: web.Application, feed_id: str, index: ScheduleIndex) -> StopSearch:
+    """The stop search of this version of the feed: built once, in a thread (about a second at
+    national size, most of it in numpy with the GIL released), by the first request to need it;
+    requests arriving meanwhile await the same build. One version per feed is kept; a build
+    that failed is forgotten, so the next request tries again."""
+    cache = app[SEARCH_CACHE]
+    entry = cache.get(feed_id)
+    if entry is None or entry[0] != index.version:
+        build = asyncio.ensure_future(asyncio.to_thread(StopSearch, index.stops))
+        # retrieved here too, for when every request awaiting it was cancelled
+        build.add_done_callback(lambda done: done.cancelled() or done.exception())
+        entry = cache[feed_id] = (index.version, build)
+    try:
+        # shielded: a request cancelled while it waits leaves the build to the others
+        return await asyncio.shield(entry[1])
+    except Exception:
+        if cache.get(feed_id) is entry:
+            del cache[feed_id]
+        raise
+
+
 async def search_stops(request: web.Request) -> web.Response:
-    index = requested_feed(request).ready_index()
+    feed = requested_feed(request)
+    index = feed.ready_index()
     q = request.query
     settings = request.app[SETTINGS]
     text = params.get_str(q, "q")
@@ -138,12 +162,7 @@ async def search_stops(request: web.Request) -> web.Response:
         raise BadRequest("radius needs near=lat,lon", details={"parameter": "radius"})
     if near is not None and radius is None:
         radius = 1000.0
-    cache = request.app[SEARCH_CACHE]
-    search = cache.get(index.version)
-    if search is None:
-        search = StopSearch(index.stops)
-        cache.clear()
-        cache[index.version] = search
+    search = await stop_search(request.app, feed.config.id, index)
     found = search.search(text, near, radius, limit)
     return json_response(
         {"stops": [render.stop(index, i, d) for i, d in found]}
