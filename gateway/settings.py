@@ -87,7 +87,8 @@ class Settings:
     static_max_rows: int = 20_000_000
     """GATEWAY_STATIC_MAX_ROWS: the most stop_times rows a static feed may have; a feed over it
     is refused with ``feed_too_large`` (413), before its read where the file's lines show it.
-    Ingest takes about 1.5 GiB and 20 CPU-seconds per 14 M rows (``bench/ingest.py``)."""
+    Building a version takes about 1.5 GiB and 15 CPU-seconds per 14 M rows (``python -m
+    bench.ingest national``)."""
     static_timeout_s: float = 300.0
     ingest_child_bytes: int = 16 * 1024 * 1024
     """GATEWAY_INGEST_CHILD_BYTES: static sources larger than this are built in a child
