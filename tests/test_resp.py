@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
+from conftest import STANDALONE
 from redis.exceptions import ConnectionError as StoreConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as StoreTimeout
@@ -35,6 +36,9 @@ async def own_valkey(tmp_path: Path) -> AsyncIterator[tuple[EmbeddedValkey, str]
     server.stop()
 
 
+# The limiter never uses its own connection on a Cluster (redis-py's cluster client routes
+# each script call to its slot's node): standalone stores only.
+@pytest.mark.parametrize("store_url", STANDALONE, indirect=True)
 async def test_pipelined_sends_get_their_own_replies_in_order(store: Store) -> None:
     conn = await RespConnection.open(address(store), 1.0)
     got: list[Any] = []
@@ -49,6 +53,9 @@ async def test_pipelined_sends_get_their_own_replies_in_order(store: Store) -> N
     conn.close()
 
 
+# The limiter never uses its own connection on a Cluster (redis-py's cluster client routes
+# each script call to its slot's node): standalone stores only.
+@pytest.mark.parametrize("store_url", STANDALONE, indirect=True)
 async def test_an_error_reply_is_a_value_and_the_next_replies_follow(store: Store) -> None:
     conn = await RespConnection.open(address(store), 1.0)
     replies = await conn.request(pack("EVALSHA", "0" * 40, 0) + pack("ECHO", "after"), 2)

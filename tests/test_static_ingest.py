@@ -396,6 +396,9 @@ async def test_publish_writes_the_whole_version_then_switches(gateway: Gateway,
 
     # While a new version is published, the pointer never names a blob that is not (yet)
     # there (read atomically by one script), and the announcement comes after the switch.
+    # On a cluster the pointer and the manifest lie in two slots, which no script may read
+    # together: there the pointer is read first, then the manifest it names (written before
+    # the switch, deleted only once three newer versions are stored), which tells the same.
     _renamed_caltrain(path, "Palo Alto Two")
     pointer_and_blob = client.register_script(
         "local v = redis.call('GET', KEYS[1]) "
@@ -404,11 +407,18 @@ async def test_publish_writes_the_whole_version_then_switches(gateway: Gateway,
     observed: list[tuple[str, int]] = []
     stop = asyncio.Event()
 
+    async def read_pointer_and_blob() -> tuple[bytes | None, int]:
+        prefix = f"tg:feed:{feed_id}:static:"
+        if not gateway.store.cluster:
+            v, exists = await pointer_and_blob(keys=[_version_key(feed_id)], args=[prefix])
+            return v, int(exists)
+        v = await client.get(_version_key(feed_id))
+        return v, (0 if v is None else int(await client.exists(prefix + v.decode())))
+
     async def watch_pointer() -> None:
         while not stop.is_set():
-            v, exists = await pointer_and_blob(keys=[_version_key(feed_id)],
-                                               args=[f"tg:feed:{feed_id}:static:"])
-            observed.append((v.decode() if v else "", int(exists)))
+            v, exists = await read_pointer_and_blob()
+            observed.append((v.decode() if v else "", exists))
 
     pubsub = client.pubsub()
     await pubsub.subscribe(EVENTS_CHANNEL)

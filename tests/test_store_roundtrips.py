@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import redis.asyncio as aioredis
+from cluster import commands_sent
 from conftest import GTFS, Gateway
 
 from gateway.access.key_issuing import create_key
@@ -34,25 +33,14 @@ def _spent(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
 
 async def _round_trips(gw: Gateway, action: Callable[[], Awaitable[None]]) -> dict[str, int]:
     """Commands that reached the store from clients while ``action`` ran, as the server itself
-    reports them (MONITOR). Unlike INFO commandstats this does not count the commands a Lua
-    script runs inside the store: the auth + rate-limit script is one round trip however many
-    keys it reads and writes (issue 4)."""
-    marker = f"round-trips-{uuid.uuid4().hex}"
-    watcher = aioredis.Redis.from_url(gw.store.url)
-    try:
-        async with watcher.monitor() as monitor:
-            await action()
-            await gw.store.client.echo(marker)
-            spent: dict[str, int] = {}
-            while True:
-                seen = await monitor.next_command()
-                if marker in seen["command"]:
-                    return spent
-                if seen["client_type"] != "lua":
-                    name = seen["command"].split(" ", 1)[0].lower()
-                    spent[name] = spent.get(name, 0) + 1
-    finally:
-        await watcher.aclose()
+    reports them (MONITOR, on every primary of a cluster). Unlike INFO commandstats this does
+    not count the commands a Lua script runs inside the store: the auth + rate-limit script is
+    one round trip however many keys it reads and writes (issue 4)."""
+    sent, _ = await commands_sent(gw.store, action)
+    spent: dict[str, int] = {}
+    for name in sent:
+        spent[name.lower()] = spent.get(name.lower(), 0) + 1
+    return spent
 
 
 async def test_departures_request_needs_at_most_two_store_commands(gateway: Gateway) -> None:
