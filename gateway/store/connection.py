@@ -18,16 +18,26 @@ length it will not take with an error and closes the connection while the value 
 written, and the client sees a broken pipe. So when a command that sent a large value
 (``LARGE_VALUE_BYTES``) loses its connection and the store answers a PING right after, that is
 reported as the refusal it was, not as an outage.
+
+On a Cluster the client is redis-py's ``RedisCluster``: it routes each command to its slot's
+primary and follows a failover (a replica promoted in a dead primary's place). The contract of
+every caller: a multi-key command, script or pipeline stays inside one hash tag; keys of
+several slots are read with ``mget_nonatomic`` (one pipeline: one round trip per node, in
+parallel) or written one command each. Writes a failover must not lose (key records, tiers,
+hackathon events) go through ``_call_acked``: on a cluster with replicas a replica has them
+before they count as done, since replication is asynchronous and a promoted replica lacks
+what it had not received yet.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, Self
 
 import redis.asyncio as aioredis
-from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.exceptions import (
     ClusterDownError,
     OutOfMemoryError,
@@ -40,6 +50,9 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from gateway.errors import StoreRefused, StoreUnavailable
 
+log = logging.getLogger(__name__)
+
+REPLICA_WAIT_MS = 1000  # how long an acknowledged write waits for a replica (WAIT)
 LARGE_VALUE_BYTES = 1024 * 1024
 """The smallest ``proto-max-bulk-len`` a server accepts: a command that sent a value at least
 this large and lost its connection may have been refused for its size."""
@@ -102,7 +115,12 @@ class StoreConnection:
             raise StoreUnavailable(f"cannot reach the store at {url}: {exc}") from exc
         if cluster:
             await client.aclose()
-            client = RedisCluster.from_url(url, socket_timeout=5.0)
+            client = RedisCluster.from_url(url, socket_timeout=5.0, socket_connect_timeout=2.0)
+            try:
+                await client.initialize()  # its nodes, known from here on (``sibling``)
+            except RedisError as exc:
+                await client.aclose()
+                raise StoreUnavailable(f"cannot reach the cluster at {url}: {exc}") from exc
         return cls(client, url, cluster)
 
     async def close(self) -> None:
@@ -122,6 +140,28 @@ class StoreConnection:
                     f"over its proto-max-bulk-len (512 MiB unless configured) end so ({exc})",
                     full=True)
             raise error from exc
+
+    async def _call_acked(self, method: str, key: str, *args: Any, **kwargs: Any) -> Any:
+        """``method`` on ``key`` (its first argument) as ``_call``; on a cluster with replicas
+        it is done once a replica has it too (``WAIT`` on the same connection right after it:
+        one pipeline to the key's node), so that a failover cannot lose it. A replica that
+        does not answer within ``REPLICA_WAIT_MS`` is logged, not an error: the write stands
+        on the primary. Whether the key's primary has a replica is the client's view of the
+        cluster (as of connecting, or its last refresh after a redirection or an error)."""
+        if not self.cluster or self.client.get_node_from_key(key, replica=True) is None:
+            return await self._call(method, key, *args, **kwargs)
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            getattr(pipe, method)(key, *args, **kwargs)
+            pipe.execute_command("WAIT", 1, REPLICA_WAIT_MS,
+                                 target_nodes=self.client.get_node_from_key(key))
+            result, replicas = await pipe.execute()
+        except RedisError as exc:
+            raise store_error(exc, method) from exc
+        if int(replicas) < 1:
+            log.warning("no replica acknowledged %s %s within %d ms", method.upper(), key,
+                        REPLICA_WAIT_MS)
+        return result
 
     async def _answers(self) -> bool:
         """Whether the store answers a PING now (within a second)."""
@@ -149,8 +189,9 @@ class StoreConnection:
 
         options: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout,
                                    "retry": Retry(NoBackoff(), 0)}
-        if self.cluster:
-            client: Any = RedisCluster.from_url(self.url, **options)
+        if self.cluster:  # every node known now is a way in, should the URL's node be gone
+            nodes = [ClusterNode(n.host, n.port) for n in self.client.get_nodes()]
+            client: Any = RedisCluster.from_url(self.url, startup_nodes=nodes, **options)
         else:
             client = aioredis.Redis.from_url(self.url, **options)
         return type(self)(client, self.url, self.cluster)

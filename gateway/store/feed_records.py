@@ -51,10 +51,9 @@ class FeedRecords(PubSub):
     async def feed_versions(self, feed_ids: list[str]) -> dict[str, str | None]:
         if not feed_ids:
             return {}
-        if self.cluster:
-            values = [await self._call("get", feed_key(f, "version")) for f in feed_ids]
-        else:
-            values = await self._call("mget", [feed_key(f, "version") for f in feed_ids])
+        keys = [feed_key(f, "version") for f in feed_ids]
+        # on a cluster the pointers lie in several slots: one MGET per slot, in one pipeline
+        values = await self._call("mget_nonatomic" if self.cluster else "mget", keys)
         return {f: (v.decode() if v else None) for f, v in zip(feed_ids, values, strict=True)}
 
     async def static_manifest(self, feed_id: str, version: str) -> dict[str, Any] | None:

@@ -13,8 +13,9 @@ class HackathonRecords(StoreConnection):
         """Create an event; False (and nothing written) when the code is taken."""
         if not await self._call("hsetnx", hackathon_key(code), "code", code):
             return False
-        await self._call("hset", hackathon_key(code), mapping=fields)
-        await self._call("sadd", HACKATHONS_KEY, code)
+        # acknowledged by a replica on a cluster that has them: the code is handed out
+        await self._call_acked("hset", hackathon_key(code), mapping=fields)
+        await self._call_acked("sadd", HACKATHONS_KEY, code)
         return True
 
     async def hackathon(self, code: str) -> dict[str, str] | None:

@@ -13,9 +13,11 @@ from gateway.store.names import KEYS_KEY, TIERS_KEY, key_record_key
 class KeyRecords(StoreConnection):
     """``tg:{key:<id>}`` records, the ``tg:keys`` index, ``tg:tiers``."""
 
+    # Key records and tiers are acknowledged by a replica on a cluster that has them
+    # (``_call_acked``): a key handed out, a revocation or a tier must outlive a failover.
     async def put_key(self, key_id: str, record: dict[str, str]) -> None:
-        await self._call("hset", key_record_key(key_id), mapping=record)
-        await self._call("sadd", KEYS_KEY, key_id)
+        await self._call_acked("hset", key_record_key(key_id), mapping=record)
+        await self._call_acked("sadd", KEYS_KEY, key_id)
 
     async def key(self, key_id: str) -> dict[str, str] | None:
         raw = await self._call("hgetall", key_record_key(key_id))
@@ -29,7 +31,7 @@ class KeyRecords(StoreConnection):
     async def update_key(self, key_id: str, fields: dict[str, str]) -> bool:
         if not await self._call("exists", key_record_key(key_id)):
             return False
-        await self._call("hset", key_record_key(key_id), mapping=fields)
+        await self._call_acked("hset", key_record_key(key_id), mapping=fields)
         return True
 
     async def key_counters(self, key_id: str) -> dict[str, int]:
@@ -42,4 +44,4 @@ class KeyRecords(StoreConnection):
         return {k.decode(): dict(orjson.loads(v)) for k, v in raw.items()}
 
     async def put_tier(self, name: str, data: dict[str, Any]) -> None:
-        await self._call("hset", TIERS_KEY, name, orjson.dumps(data))
+        await self._call_acked("hset", TIERS_KEY, name, orjson.dumps(data))

@@ -34,6 +34,11 @@ Layout (all under ``tg:``):
                                             (JSON, kept a day)
 
 Feed ids are restricted (``FEED_ID_RE``) so they can never form a hash tag or a wildcard.
+
+On a Cluster every multi-key command, script and transaction stays inside one hash tag: the
+only scripts that name several keys are the limiter's, on one API key's ``{key:<key_id>}``
+(one call per key there); everything else names one key per command, or reads keys of several
+slots with ``mget_nonatomic`` (``gateway.store.connection``).
 """
 
 from __future__ import annotations

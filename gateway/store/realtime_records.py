@@ -70,10 +70,9 @@ class RealtimeRecords(PubSub):
         return {k.decode(): orjson.loads(v) for k, v in raw.items()}
 
     async def stop_overlays(self, feed_id: str, stop_ids: list[str]) -> list[bytes | None]:
-        if self.cluster:
-            return [await self._call("get", feed_key(feed_id, f"rt:stop:{s}")) for s in stop_ids]
-        values = await self._call("mget", [feed_key(feed_id, f"rt:stop:{s}") for s in stop_ids])
-        return list(values)
+        keys = [feed_key(feed_id, f"rt:stop:{s}") for s in stop_ids]
+        # on a cluster the overlays lie in several slots: one MGET per slot, in one pipeline
+        return list(await self._call("mget_nonatomic" if self.cluster else "mget", keys))
 
     async def stop_overlay_ids(self, feed_id: str) -> list[str]:
         prefix = feed_key(feed_id, "rt:stop:")
