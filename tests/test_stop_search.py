@@ -188,6 +188,7 @@ def test_stops_exactly_on_the_radius_are_found(lat: float, lon: float,
 @given(texts=st.lists(st.text(max_size=12), max_size=12), data=st.data())
 def test_substrings_finds_what_in_finds(texts: list[str], data: st.DataObject) -> None:
     index = Substrings(texts)
+    assert sorted(texts) == [texts[i] for i in index.sorted_order().tolist()]
     for _ in range(5):
         if texts and data.draw(st.booleans()):
             text = data.draw(st.sampled_from(texts))
@@ -203,6 +204,7 @@ def test_substrings_finds_what_in_finds(texts: list[str], data: st.DataObject) -
 def test_substrings_of_long_repeats(texts: list[str], data: st.DataObject) -> None:
     """Two letters: suffixes tied far beyond the first pass's 7 bytes, in groups of all sizes."""
     index = Substrings(texts)
+    assert sorted(texts) == [texts[i] for i in index.sorted_order().tolist()]
     for _ in range(5):
         part = data.draw(st.text("ab", min_size=1, max_size=12))
         assert index.containing(part).tolist() == [part in t for t in texts], part
@@ -239,6 +241,7 @@ def test_fold_is_its_definition(text: str) -> None:
 def test_substrings_of_repeats_and_lone_surrogates() -> None:
     texts = ["a" * 40, "a" * 39 + "b", "", "\ud800x", "ab" * 20, "\x00\x00", "x"]
     index = Substrings(texts)
+    assert sorted(texts) == [texts[i] for i in index.sorted_order().tolist()]
     for part in ["a", "a" * 40, "a" * 41, "ab", "ba", "b", "\ud800", "x", "\x00", "\x00" * 3]:
         assert index.containing(part).tolist() == [part in t for t in texts], part
 

@@ -128,26 +128,35 @@ class StopSearch:
     def __init__(self, stops: Stops) -> None:
         self.stops = stops
         n = len(stops.ids)
-        # names: folded once per distinct name, then deduplicated and sorted
-        folded_of: dict[str, str] = {}
+        # names: folded once per distinct name and numbered (first seen first); no step holds
+        # the GIL for long: Python loops, or numpy (sorting the names, in ``sorted_order``)
+        number_of: dict[str, int] = {}  # folded name → its number
+        distinct: list[str] = []
+        raw_number: dict[str, int] = {}
         raw_names: Sequence[str] = list(stops.names)
         for raw in raw_names:
-            if raw not in folded_of:
-                folded_of[raw] = fold(raw)
-        self.names: list[str] = sorted(set(folded_of.values()))
-        number = {name: k for k, name in enumerate(self.names)}
-        name_of_raw = {raw: number[f] for raw, f in folded_of.items()}
+            if raw not in raw_number:
+                folded = fold(raw)
+                k = number_of.get(folded)
+                if k is None:
+                    k = number_of[folded] = len(distinct)
+                    distinct.append(folded)
+                raw_number[raw] = k
         self.name_of_stop: I32 = np.fromiter(
-            (name_of_raw[raw] for raw in raw_names), dtype=np.int32, count=n)
+            (raw_number[raw] for raw in raw_names), dtype=np.int32, count=n)
+        self.name_index = Substrings(distinct)
+        alphabetical = self.name_index.sorted_order()  # name numbers, sorted by name
+        self.names: list[str] = [distinct[k] for k in alphabetical.tolist()]
+        rank = np.empty(len(distinct), dtype=np.int32)
+        rank[alphabetical] = np.arange(len(distinct), dtype=np.int32)
         # the ranking: stops by (folded name, index); each name's stops are one run of it
-        self.order: I32 = np.argsort(self.name_of_stop, kind="stable").astype(np.int32)
+        name_rank = rank[self.name_of_stop]
+        self.order: I32 = np.argsort(name_rank, kind="stable").astype(np.int32)
         self.position = np.empty(n, dtype=np.int32)  # of each stop in ``order``
-        self.position[self.order] = np.arange(n)
+        self.position[self.order] = np.arange(n, dtype=np.int32)
         self.name_in_order: I32 = self.name_of_stop[self.order]
-        self.name_start = np.zeros(len(self.names) + 1, dtype=np.int64)
-        np.cumsum(np.bincount(self.name_of_stop, minlength=len(self.names)),
-                  out=self.name_start[1:])
-        self.name_index = Substrings(self.names)
+        self.name_start = np.zeros(len(distinct) + 1, dtype=np.int64)
+        np.cumsum(np.bincount(name_rank, minlength=len(distinct)), out=self.name_start[1:])
         self.id_index = Substrings(fold(s) for s in stops.ids)
         # places: radians and cosines as the full-table computation had them
         self.rad_lat: F64 = np.radians(stops.lat)
@@ -168,7 +177,8 @@ class StopSearch:
         return haversine_m(lat, lon, self.rad_lat, self.rad_lon, self.cos_lat)
 
     def _named(self, words: list[str]) -> Mask:
-        """Which distinct names contain every word (longest first: likely the rarest)."""
+        """Which distinct names (by number) contain every word (longest first: likely the
+        rarest)."""
         found: Mask | None = None
         for word in sorted(set(words), key=len, reverse=True):
             mask = self.name_index.containing(word)

@@ -32,6 +32,21 @@ def encode(text: str) -> bytes:
     return text.encode("utf-8", "surrogatepass")
 
 
+def _owners(lengths: I64, m: int) -> I32:
+    """For each of the ``m`` bytes of the texts end to end, the position of its text among
+    those that are not empty (what ``np.repeat`` gives, without holding the GIL: a cumsum)."""
+    starts = (np.cumsum(lengths) - lengths)[lengths > 0]
+    marks = np.zeros(m, dtype=np.int32)
+    marks[starts] = 1
+    owners: I32 = np.cumsum(marks, dtype=np.int32) - 1
+    return owners
+
+
+def _owner_ends(lengths: I64, m: int) -> I32:
+    ends: I32 = np.cumsum(lengths)[lengths > 0].astype(np.int32)[_owners(lengths, m)]
+    return ends
+
+
 def suffix_array(text: bytes, lengths: I64) -> I32:
     """Positions of ``text`` (the texts of ``lengths`` bytes each, end to end) in the order of
     the suffixes they start, each suffix ending where its own text ends (a shorter suffix
@@ -47,7 +62,7 @@ def suffix_array(text: bytes, lengths: I64) -> I32:
     if m == 0:
         return np.zeros(0, dtype=np.int32)
     # bytes left in its own text from each position
-    left = (np.repeat(np.cumsum(lengths), lengths) - np.arange(m)).astype(np.int32)
+    left = _owner_ends(lengths, m) - np.arange(m, dtype=np.int32)
     byte = np.frombuffer(text, dtype=np.uint8).astype(np.int64) + 1  # 0: past the end
     key = np.zeros(m, dtype=np.int64)
     for j in range(min(_PACK, m)):
@@ -57,22 +72,21 @@ def suffix_array(text: bytes, lengths: I64) -> I32:
         key |= shifted << (9 * (_PACK - 1 - j))
     sa = np.argsort(key).astype(np.int32)
     key = key[sa]
-    first = np.empty(m, dtype=bool)  # first of its group, in array order
-    first[0] = True
-    np.not_equal(key[1:], key[:-1], out=first[1:])
     slots = np.arange(m, dtype=np.int32)  # the array slots still being sorted
-    group = np.maximum.accumulate(np.where(first, slots, 0))  # rank of each slot's suffix
+    first, number = _groups(key)
+    group = np.flatnonzero(first).astype(np.int32)[number]  # rank of each slot's suffix
     rank = np.empty(m, dtype=np.int32)
     rank[sa] = group
     pos, rest = sa.copy(), left[sa]  # of the slots being sorted
     h = _PACK
     while True:
         starts = np.flatnonzero(first)
-        sizes = np.diff(np.append(starts, len(pos)))
-        tied = (sizes > 1) & (np.maximum.reduceat(rest, starts) > h)
+        long = np.zeros(len(starts), dtype=bool)  # groups with a member longer than h
+        long[number[rest > h]] = True
+        tied = long & (np.diff(starts, append=len(pos)) > 1)
         if not tied.any():
             return sa
-        keep = np.repeat(tied, sizes)
+        keep = tied[number]
         slots, pos, rest, group = slots[keep], pos[keep], rest[keep], group[keep]
         second = rank[np.minimum(pos + h, m - 1)].astype(np.int64) + 1
         second[rest <= h] = 0
@@ -80,12 +94,20 @@ def suffix_array(text: bytes, lengths: I64) -> I32:
         order = np.argsort(key)
         pos, rest, key = pos[order], rest[order], key[order]
         sa[slots] = pos
-        first = np.empty(len(pos), dtype=bool)
-        first[0] = True
-        np.not_equal(key[1:], key[:-1], out=first[1:])
-        group = slots[np.maximum.accumulate(np.where(first, np.arange(len(pos)), 0))]
+        first, number = _groups(key)
+        group = slots[np.flatnonzero(first)][number]
         rank[pos] = group
         h *= 2
+
+
+def _groups(key: I64) -> tuple[npt.NDArray[np.int8], I32]:
+    """For sorted keys: which start a run of equal keys, and the number of each one's run.
+    (Only numpy steps that release the GIL: no np.repeat, accumulate of int64 or reduceat.)"""
+    first = np.empty(len(key), dtype=np.int8)
+    first[0] = 1
+    np.not_equal(key[1:], key[:-1], out=first[1:], casting="unsafe")
+    number: I32 = np.cumsum(first, dtype=np.int32) - 1
+    return first, number
 
 
 class Substrings:
@@ -100,8 +122,8 @@ class Substrings:
         lengths = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
         self._bytes = b"".join(encoded)
         self._sa = suffix_array(self._bytes, lengths)
-        self._entry: I32 = np.repeat(
-            np.arange(len(encoded), dtype=np.int32), lengths)[self._sa]  # text of each suffix
+        owner = np.flatnonzero(lengths > 0).astype(np.int32)[_owners(lengths, len(self._bytes))]
+        self._entry: I32 = owner[self._sa]  # the text of each suffix
         self._end = np.cumsum(lengths).astype(np.int32)
         # memoryviews for the binary search: an item is a Python int, without numpy's overhead
         self._suffix_start = memoryview(self._sa.data) if len(self._sa) else memoryview(b"")
@@ -111,6 +133,19 @@ class Substrings:
     @property
     def nbytes(self) -> int:
         return len(self._bytes) + self._sa.nbytes + self._entry.nbytes + self._end.nbytes
+
+    def sorted_order(self) -> I32:
+        """The texts in sorted order (of code points: UTF-8 keeps it), read off the suffix array,
+        where each text is the suffix starting at its first byte (sorted in numpy, with the GIL
+        released, where ``sorted`` on the strings would hold it throughout). Equal texts come in
+        no particular order."""
+        starts = np.concatenate(([0], self._end[:-1])).astype(np.int32)
+        empty = starts == self._end  # no suffix of their own: first
+        whole = np.zeros(len(self._bytes), dtype=bool)
+        whole[starts[~empty]] = True
+        order: I32 = np.concatenate(
+            (np.flatnonzero(empty).astype(np.int32), self._entry[whole[self._sa]]))
+        return order
 
     def occurrences(self, part: str) -> I32:
         """The texts containing ``part`` (non-empty), once per occurrence, in no order."""
