@@ -84,17 +84,23 @@ class Batcher:
         task.add_done_callback(self._tasks.discard)
 
     def _wires(self, batch: list[Pending]) -> list[Wire]:
+        """The batch as commands: the calls of their own first, then the key checks. So a
+        reserve's hand-back goes before the check of the key whose request ended it, and that
+        check sees what came back (and no reserve of its own process still held). On a
+        cluster both go to the key's node, which runs them in this order too."""
         wires: list[Wire] = []
+        checks: list[Wire] = []
         by_table: dict[str, list[CheckGroup]] = {}
         for pending in batch:
             if isinstance(pending, CheckGroup):
                 if self.store.cluster:  # a script's keys must share a slot: one call per key
-                    wires.append(ChecksWire([pending]))
+                    checks.append(ChecksWire([pending]))
                 else:
                     by_table.setdefault(pending.table, []).append(pending)
             elif isinstance(pending, Call):
                 wires.append(CallWire(pending))
-        wires += [ChecksWire(checks) for checks in by_table.values()]
+        wires += checks
+        wires += [ChecksWire(groups) for groups in by_table.values()]
         return wires
 
     def _send_raw(self, conn: RespConnection, wires: list[Wire]) -> None:
