@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
-from bench import cost, ingest, keys, load, realtime
+from bench import cost, ingest, keys, load, realtime, scale, search
 from bench.common import Row, print_table
 
 GROUPS: dict[str, tuple[str, Callable[[], list[Row]]]] = {
@@ -18,6 +18,8 @@ GROUPS: dict[str, tuple[str, Callable[[], list[Row]]]] = {
     "keys": ("keys benchmark (keyed vs unkeyed departures, 5 interleaved rounds)", keys.run),
     "load": ("load benchmark (ceiling vs keyed departures, 7 interleaved rounds of 3 s)", load.run),
     "cost": ("cost benchmark (instructions per request under callgrind)", cost.run),
+    "search": ("stop search benchmark (87,000 stops, new vs old, 3 rounds)", search.run),
+    "scale": ("national scale (40-copy WMATA, 14.1 M stop_times, vs 1 copy)", scale.run),
 }
 
 
