@@ -195,9 +195,11 @@ class ValkeyCluster:
         replicas = [n for n in self.nodes if not n.primary]
         for i, replica in enumerate(replicas):
             primary = primaries[i % len(primaries)]
-            until(f"node :{replica.port} knows :{primary.port}",
-                  lambda r=replica, p=primary: p.node_id.encode() in r.call("CLUSTER", "NODES"),
-                  timeout)
+
+            def knows(replica: Node = replica, primary: Node = primary) -> bool:
+                return primary.node_id.encode() in replica.call("CLUSTER", "NODES")
+
+            until(f"node :{replica.port} knows :{primary.port}", knows, timeout)
             replica.call("CLUSTER", "REPLICATE", primary.node_id)
 
     def wait_ok(self, timeout: float) -> None:
@@ -305,3 +307,18 @@ async def commands_sent(store: Store, action: Callable[[], Awaitable[T]]) -> tup
         for watcher in watchers:
             await watcher.aclose()
     return sent, result
+
+
+async def keys_on_every_node(store: Store, pattern: str) -> dict[str, list[bytes]]:
+    """The keys matching ``pattern`` on each primary (``KEYS`` on each, by its address),
+    apart from the store's own SCAN: what a delete by SCAN left behind anywhere."""
+    if not store.cluster:
+        return {store.url: sorted(await store.client.keys(pattern))}
+    found: dict[str, list[bytes]] = {}
+    for node in store.client.get_primaries():
+        client = aioredis.Redis(host=node.host, port=node.port)
+        try:
+            found[node.name] = sorted(await client.keys(pattern))
+        finally:
+            await client.aclose()
+    return found

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
+from cluster import keys_on_every_node
 from conftest import GTFS
 
 from gateway import cli
@@ -75,9 +76,15 @@ async def test_operator_manages_feeds_over_http(store: Store, aiohttp_client: An
 
     resp = await client.delete("/v1/feeds/caltrain", headers=bearer(developer))
     assert resp.status == 403
+    # the feed's keys (found by SCAN, which on a cluster must visit every primary) all go
+    stored = await keys_on_every_node(store, "tg:feed:caltrain:*")
+    assert sum(map(len, stored.values())) >= 4, stored
+    if store.cluster:
+        assert sum(1 for keys in stored.values() if keys) >= 2, stored
     resp = await client.delete("/v1/feeds/caltrain", headers=bearer(operator))
     assert resp.status == 204
     assert await store.feed_config("caltrain") is None
+    assert not any((await keys_on_every_node(store, "tg:feed:caltrain:*")).values())
     resp = await client.delete("/v1/feeds/caltrain", headers=bearer(operator))
     assert (resp.status, (await resp.json())["error"]["code"]) == (404, "feed_not_found")
 
