@@ -14,18 +14,25 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from feeds.realtime.merge import MergeResult, Reject, merge_one
+from feeds.realtime.merge import MergeResult, Reject, ScheduleCache, merge_one
 from feeds.realtime.model import TripUpdate
-from feeds.realtime.overlay import Record, overlay_records, trip_realtime_records
+from feeds.realtime.overlay import Record, stop_records, trip_realtime_records
 from feeds.schedule.index import ScheduleIndex
 
 
-@dataclass
+@dataclass(slots=True)
 class EntityOutcome:
+    """What one trip-update entity came to, kept while its bytes stay the same. Flat tuples
+    of strings and numbers, which the garbage collector stops tracking: a national feed keeps
+    ~150k records here, and every full collection of the process would walk them as lists."""
+
     raw: bytes
-    update: TripUpdate
-    result: MergeResult
-    records: dict[str, list[Record]]  # stop_id -> records of this entity
+    matched: int  # instances and added trips it contributes (0 or 1)
+    rejected: str | None  # why it was rejected
+    flagged: Counter[str] | None
+    record_stops: tuple[str, ...]  # the stop of each record
+    records: tuple[Record, ...]  # trip by trip, in stop order
+    stops: tuple[str, ...]  # the stops it has records at
     trips: dict[str, bytes]  # trip record key -> bytes
     computed_at: float
 
@@ -50,9 +57,10 @@ class Delta:
 class IncrementalMerger:
     def __init__(self, index: ScheduleIndex, max_age_s: float = 300.0) -> None:
         self.index = index
+        self.cache = ScheduleCache(index)
+        self._scratch = MergeResult()  # one entity's merge at a time (cleared after each)
         self.max_age_s = max_age_s
         self.entities: dict[str, EntityOutcome] = {}
-        self.stop_entities: dict[str, set[str]] = {}  # stop_id -> entity keys with records
         self.stop_bytes: dict[str, bytes] = {}
         self.trip_bytes: dict[str, bytes] = {}
 
@@ -71,10 +79,14 @@ class IncrementalMerger:
             # stop is re-rendered, so overlays of trips that have since gone are deleted.
             self.stop_bytes = dict(existing_stops)
             touched.update(existing_stops)
+        previous = self.entities
         new_entities: dict[str, EntityOutcome] = {}
-        index = self.stop_entities
+        # The trips of the updates to merge, read from the schedule in one go.
+        self.cache.prefetch(t for t in map(self.cache.trip_index, (
+            u.trip.trip_id for _, _, u in entities if u is not None and u.trip.trip_id
+        )) if t is not None)
         for key, raw, update in entities:
-            old = self.entities.get(key)
+            old = previous.get(key)
             if update is None and old is not None:
                 new_entities[key] = old
                 continue
@@ -83,45 +95,46 @@ class IncrementalMerger:
             delta.recomputed += 1
             new_entities[key] = outcome
             if old is not None:
-                self._unindex(key, old)
-                touched.update(old.records)
-            for stop in outcome.records:
-                index.setdefault(stop, set()).add(key)
-            touched.update(outcome.records)
-        for key in set(self.entities) - set(new_entities):
-            self._unindex(key, self.entities[key])
-            touched.update(self.entities[key].records)
+                touched.update(old.stops)
+            touched.update(outcome.stops)
+        for key in previous.keys() - new_entities.keys():
+            touched.update(previous[key].stops)
         # Combine: the first entity to claim a trip instance keeps it (later ones are rejected).
         claimed: set[str] = set()
         trips: dict[str, bytes] = {}
         losers: set[str] = set()
         for key, outcome in new_entities.items():
-            r = outcome.result
-            delta.total += r.total
-            if r.flagged:
-                delta.flagged.update(r.flagged)
-            if r.rejected:
-                delta.rejected.update(r.rejected)
-            instance = next(iter(outcome.trips), None)
-            if r.rejected:
+            delta.total += 1
+            if outcome.flagged:
+                delta.flagged.update(outcome.flagged)
+            if outcome.rejected is not None:
+                delta.rejected[outcome.rejected] += 1
                 continue
+            instance = next(iter(outcome.trips), None)
             if instance is not None and instance in claimed:
                 delta.rejected["duplicate_trip_instance"] += 1
                 losers.add(key)
-                touched.update(outcome.records)
+                touched.update(outcome.stops)
                 continue
             if instance is not None:
                 claimed.add(instance)
-            delta.matched += r.matched
+            delta.matched += outcome.matched
             trips.update(outcome.trips)
         self.entities = new_entities
-        for stop in touched:
-            records: list[Record] = []
-            # Entity order, not record order, makes the bytes deterministic: each entity's
-            # records come in trip order already, and sorting a few keys beats sorting records.
-            for key in sorted(index.get(stop, ())):
-                if key not in losers:
-                    records.extend(new_entities[key].records[stop])
+        # Each touched stop's records: entity by entity in key order (deterministic bytes;
+        # each entity's records come in trip order already), so one pass over the entities
+        # that have records there, instead of a sort per stop.
+        per_stop: dict[str, list[Record]] = {stop: [] for stop in touched}
+        if touched:
+            for key in sorted(new_entities):
+                outcome = new_entities[key]
+                if key in losers or touched.isdisjoint(outcome.stops):
+                    continue
+                for stop, record in zip(outcome.record_stops, outcome.records, strict=True):
+                    found = per_stop.get(stop)
+                    if found is not None:
+                        found.append(record)
+        for stop, records in per_stop.items():
             data = orjson.dumps(records) if records else None
             if data is None:
                 if stop in self.stop_bytes:
@@ -137,20 +150,27 @@ class IncrementalMerger:
         self.trip_bytes = trips
         return delta
 
-    def _unindex(self, key: str, outcome: EntityOutcome) -> None:
-        for stop in outcome.records:
-            keys = self.stop_entities.get(stop)
-            if keys is not None:
-                keys.discard(key)
-                if not keys:
-                    del self.stop_entities[stop]
-
     def _outcome(self, update: TripUpdate, raw: bytes, now: float) -> EntityOutcome:
-        result = MergeResult()
-        result.total = 1
+        result = self._scratch
         try:
-            merge_one(self.index, update, now, result)
+            merge_one(self.cache, update, now, result)
         except Reject as reject:
-            result.rejected[reject.code] += 1
-        return EntityOutcome(raw, update, result, overlay_records(self.index, result),
-                             trip_realtime_records(self.index, result), now)
+            result.trips.clear()
+            result.added.clear()
+            return EntityOutcome(raw, 0, reject.code, self._flagged(), (), (), (), {}, now)
+        at, records = stop_records(self.cache, result)
+        trips = trip_realtime_records(self.index, result, self.cache)
+        matched = result.matched
+        result.trips.clear()
+        result.added.clear()
+        return EntityOutcome(raw, matched, None, self._flagged(), tuple(at), tuple(records),
+                             tuple(dict.fromkeys(at)), trips, now)
+
+    def _flagged(self) -> Counter[str] | None:
+        """What the scratch result flagged for this entity (then cleared for the next)."""
+        flagged = self._scratch.flagged
+        if not flagged:
+            return None
+        out = Counter(flagged)
+        flagged.clear()
+        return out

@@ -17,9 +17,13 @@ from __future__ import annotations
 import bisect
 import datetime as dt
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
+from typing import Any, NamedTuple
 
-from feeds.realtime.model import StopTimeEvent, StopTimeUpdate, TripUpdate
+import numpy as np
+
+from feeds.realtime.model import StopTimeUpdate, TripUpdate
 from feeds.schedule.index import ScheduleIndex
 from feeds.schedule.service_time import NO_TIME, local_date_ordinal, parse_gtfs_date, parse_time
 from feeds.schedule.service_time import service_day_origin as origin_of
@@ -30,14 +34,147 @@ MAX_POSIX = 10_000_000_000
 CANCELLED = ("CANCELED", "DELETED")
 
 
-@dataclass(frozen=True, slots=True)
-class StopRealtime:
-    """Realtime of one stop of a trip instance."""
+class StopRealtime(NamedTuple):
+    """Realtime of one stop of a trip instance (a NamedTuple: a national snapshot makes
+    hundreds of thousands, and a frozen dataclass costs several times more to build)."""
 
     arrival: int | None  # expected instants (UTC epoch seconds)
     departure: int | None
     delay: int | None  # departure delay in seconds
     status: str  # on_time | delayed | early | skipped | cancelled | no_data | added
+
+
+class TripStatic(NamedTuple):
+    """A trip's stop times as Python lists, as the merge reads them."""
+
+    lo: int  # its first StopTimes row
+    seqs: list[int]
+    stops: list[int]
+    stop_ids: list[str]
+    arrival: list[int | None]  # offsets from the service-day origin, one filled from the
+    departure: list[int | None]  # other where empty (None when both are)
+    service: int
+
+
+class ScheduleCache:
+    """What the merge reads from one index for every update, read from it once: trips' stop
+    times as lists, stops and ids found by id (``strings.Lookup`` hashes each time), services
+    per date, frequency-based trips. Holds only derived copies; one per index (a merger keeps
+    its own across snapshots)."""
+
+    def __init__(self, index: ScheduleIndex) -> None:
+        self.index = index
+        self._trips: dict[int, TripStatic] = {}
+        self._trip_of: dict[str, int | None] = {}
+        self._stop_of: dict[str, int | None] = {}
+        self._stop_ids: dict[int, str] = {}
+        self._trip_ids: dict[int, str] = {}
+        self._routes: dict[str, bool] = {}
+        self._dates: dict[str, int | None] = {}
+        self._running: dict[int, Any] = {}
+        self._frequency_trips: frozenset[int] | None = None
+
+    def trip(self, trip: int) -> TripStatic:
+        found = self._trips.get(trip)
+        if found is None:
+            self.prefetch([trip])
+            found = self._trips[trip]
+        return found
+
+    def trip_index(self, trip_id: str) -> int | None:
+        try:
+            return self._trip_of[trip_id]
+        except KeyError:
+            found = self._trip_of[trip_id] = self.index.trips.index_of.get(trip_id)
+            return found
+
+    def prefetch(self, trips: Iterable[int]) -> None:
+        """Read the stop times of many trips at once: a national snapshot's first merge needs
+        thousands, and one gather over the columns costs what a few slices each would."""
+        todo = sorted({t for t in trips if t not in self._trips})
+        if not todo:
+            return
+        st = self.index.stop_times
+        which = np.array(todo, dtype=np.int64)
+        lo = st.offsets[which]
+        lengths = st.offsets[which + 1] - lo
+        ends = np.cumsum(lengths)
+        rows = np.repeat(lo - (ends - lengths), lengths) + np.arange(int(ends[-1]))
+        arr, dep = st.arrival[rows], st.departure[rows]
+        dep = np.where(dep != NO_TIME, dep, arr)  # _scheduled's fill: each from the other
+        arr = np.where(arr != NO_TIME, arr, dep)
+        untimed = ((arr == NO_TIME) | (dep == NO_TIME)).tolist()
+        stops_array = st.stop[rows]
+        for stop in np.unique(stops_array).tolist():
+            self.stop_id(stop)
+        stops = stops_array.tolist()
+        stop_ids = list(map(self._stop_ids.__getitem__, stops))
+        seqs, arr_list, dep_list = st.sequence[rows].tolist(), arr.tolist(), dep.tolist()
+        services = self.index.trips.service[which].tolist()
+        start = 0
+        for trip, first, end, service in zip(todo, lo.tolist(), ends.tolist(), services,
+                                             strict=True):
+            a: list[int | None] = arr_list[start:end]
+            d: list[int | None] = dep_list[start:end]
+            if any(untimed[start:end]):
+                a = [None if x == NO_TIME else x for x in a]
+                d = [None if x == NO_TIME else x for x in d]
+            self._trips[trip] = TripStatic(first, seqs[start:end], stops[start:end],
+                                           stop_ids[start:end], a, d, service)
+            start = end
+
+    def stop_index(self, stop_id: str) -> int | None:
+        try:
+            return self._stop_of[stop_id]
+        except KeyError:
+            found = self._stop_of[stop_id] = self.index.stops.index_of.get(stop_id)
+            return found
+
+    def stop_id(self, stop: int) -> str:
+        try:
+            return self._stop_ids[stop]
+        except KeyError:
+            found = self._stop_ids[stop] = self.index.stops.ids[stop]
+            return found
+
+    def trip_id(self, trip: int) -> str:
+        try:
+            return self._trip_ids[trip]
+        except KeyError:
+            found = self._trip_ids[trip] = self.index.trips.ids[trip]
+            return found
+
+    def route_known(self, route_id: str) -> bool:
+        try:
+            return self._routes[route_id]
+        except KeyError:
+            found = self._routes[route_id] = route_id in self.index.routes.index_of
+            return found
+
+    def date(self, start_date: str) -> int | None:
+        """A YYYYMMDD date as an ordinal; None when it is not one."""
+        try:
+            return self._dates[start_date]
+        except KeyError:
+            try:
+                day: int | None = parse_gtfs_date(start_date).toordinal()
+            except ValueError:
+                day = None
+            self._dates[start_date] = day
+            return day
+
+    def runs(self, service: int, day: int) -> bool:
+        """Whether ``service`` runs on the date (never for a trip without a service)."""
+        try:
+            running = self._running[day]
+        except KeyError:
+            running = self._running[day] = self.index.calendar.services_on(day)
+        return service >= 0 and running is not None and bool(running[service])
+
+    def frequency_based(self, trip: int) -> bool:
+        if self._frequency_trips is None:
+            self._frequency_trips = frozenset(self.index.frequencies.trip.tolist())
+        return trip in self._frequency_trips
 
 
 @dataclass(frozen=True)
@@ -107,58 +244,68 @@ def _status(delay: int | None) -> str:
     return "delayed" if delay > 0 else "early"
 
 
-def _check_event(event: StopTimeEvent | None) -> None:
-    if event is None:
-        return
-    if event.time is None and event.delay is None:
-        raise Reject("empty_stop_time_event")  # E044: an arrival/departure with no time/delay
-    if event.time is not None and not 0 < event.time < MAX_POSIX:
-        raise Reject("timestamp_not_posix")
-
-
 def _check_updates(updates: tuple[StopTimeUpdate, ...],
                    flagged: Counter[str]) -> tuple[StopTimeUpdate, ...]:
     """Structural checks of a TripUpdate's StopTimeUpdates (validator codes in comments).
 
     Raises Reject for what makes the whole update untrustworthy; drops (and flags) a single
-    SCHEDULED update that carries no time, which says nothing but harms nothing.
+    SCHEDULED update that carries no time, which says nothing but harms nothing. Returns
+    ``updates`` itself when nothing is dropped.
     """
     last_seq = -1
     last_time = -1
     kept: list[StopTimeUpdate] = []
+    dropped = False
     for u in updates:
-        if u.stop_sequence is None and u.stop_id is None:
-            raise Reject("stop_time_update_unmatched")  # E040
-        if u.stop_sequence is not None:
-            if u.stop_sequence <= last_seq:
+        seq, stop_id, arrival, departure, relationship = u
+        if seq is None:
+            if stop_id is None:
+                raise Reject("stop_time_update_unmatched")  # E040
+        else:
+            if seq <= last_seq:
                 raise Reject("unordered_stop_time_updates")  # E002
-            last_seq = u.stop_sequence
-        _check_event(u.arrival)  # E001
-        _check_event(u.departure)
-        has_times = u.arrival is not None or u.departure is not None
-        if u.relationship == "NO_DATA" and has_times:
+            last_seq = seq
+        if arrival is not None:  # E044: no time nor delay; E001: a time that is not POSIX
+            time = arrival[0]
+            if time is None:
+                if arrival[1] is None:
+                    raise Reject("empty_stop_time_event")
+            elif not 0 < time < MAX_POSIX:
+                raise Reject("timestamp_not_posix")
+        if departure is not None:
+            time = departure[0]
+            if time is None:
+                if departure[1] is None:
+                    raise Reject("empty_stop_time_event")
+            elif not 0 < time < MAX_POSIX:
+                raise Reject("timestamp_not_posix")
+        if arrival is None and departure is None:
+            if relationship == "SCHEDULED":
+                flagged["missing_stop_time_event"] += 1  # E043
+                dropped = True
+                continue
+        elif relationship == "NO_DATA":
             raise Reject("times_with_no_data")  # E042
-        if u.relationship == "SCHEDULED" and not has_times:
-            flagged["missing_stop_time_event"] += 1  # E043
-            continue
         kept.append(u)
-        for event in (u.arrival, u.departure):
-            if event is not None and event.time is not None:
-                if event.time < last_time:
-                    raise Reject("decreasing_times")  # E022
-                last_time = event.time
-    return tuple(kept)
+        if arrival is not None and arrival[0] is not None:
+            if arrival[0] < last_time:
+                raise Reject("decreasing_times")  # E022
+            last_time = arrival[0]
+        if departure is not None and departure[0] is not None:
+            if departure[0] < last_time:
+                raise Reject("decreasing_times")
+            last_time = departure[0]
+    return tuple(kept) if dropped else updates
 
 
-def _service_date(index: ScheduleIndex, trip: int, start_date: str | None, now: float) -> int:
-    service = int(index.trips.service[trip])
+def _service_date(cache: ScheduleCache, trip: int, start_date: str | None, now: float) -> int:
+    index = cache.index
+    service = cache.trip(trip).service
     if start_date is not None:
-        try:
-            day = parse_gtfs_date(start_date).toordinal()
-        except ValueError:
-            raise Reject("bad_start_date") from None  # E021
-        running = index.calendar.services_on(day)
-        if service < 0 or running is None or not running[service]:
+        day = cache.date(start_date)
+        if day is None:
+            raise Reject("bad_start_date")  # E021
+        if not cache.runs(service, day):
             raise Reject("no_service_on_date")
         return day
     # No start_date: the service day whose run of this trip is closest to now, if unambiguous.
@@ -185,8 +332,8 @@ def _service_date(index: ScheduleIndex, trip: int, start_date: str | None, now: 
     return best[0][1]
 
 
-def _run_start(index: ScheduleIndex, trip: int, start_time: str | None) -> int:
-    frequency_based = bool((index.frequencies.trip == trip).any())
+def _run_start(cache: ScheduleCache, trip: int, start_time: str | None) -> int:
+    frequency_based = cache.frequency_based(trip)
     if start_time is None:
         if frequency_based:
             raise Reject("missing_start_time")
@@ -198,7 +345,7 @@ def _run_start(index: ScheduleIndex, trip: int, start_time: str | None) -> int:
     if frequency_based:
         return secs
     # For a timetabled trip the start time may only restate the first scheduled departure.
-    st = index.stop_times
+    st = cache.index.stop_times
     lo = int(st.offsets[trip])
     first = int(st.departure[lo]) if st.departure[lo] != NO_TIME else int(st.arrival[lo])
     if secs != first:
@@ -206,43 +353,35 @@ def _run_start(index: ScheduleIndex, trip: int, start_time: str | None) -> int:
     return -1
 
 
-def _rows_of(index: ScheduleIndex, trip: int, updates: tuple[StopTimeUpdate, ...]
-             ) -> list[tuple[int, StopTimeUpdate]]:
-    """Each update's StopTimes row: stop_sequence first, stop_id when the stop occurs once."""
-    st = index.stop_times
-    lo, hi = int(st.offsets[trip]), int(st.offsets[trip + 1])
-    seqs = st.sequence[lo:hi].tolist()
-    stops = st.stop[lo:hi].tolist()
-    out: list[tuple[int, StopTimeUpdate]] = []
+def _positions(cache: ScheduleCache, trip: int, updates: tuple[StopTimeUpdate, ...]
+               ) -> dict[int, StopTimeUpdate]:
+    """Each update by its position in the trip: stop_sequence first, stop_id when the stop
+    occurs once in the trip."""
+    static = cache.trip(trip)
+    seqs, stops = static.seqs, static.stops
+    n = len(seqs)
+    positions: list[int] = []
     for u in updates:
-        if u.stop_id is not None and u.stop_id not in index.stops.index_of:
-            raise Reject("stop_not_found")  # E011
-        if u.stop_sequence is not None:
-            k = bisect.bisect_left(seqs, u.stop_sequence)
-            if k < len(seqs) and seqs[k] == u.stop_sequence:
-                out.append((lo + k, u))
+        seq, stop_id = u[0], u[1]
+        stop = None
+        if stop_id is not None:
+            stop = cache.stop_index(stop_id)
+            if stop is None:
+                raise Reject("stop_not_found")  # E011
+        if seq is not None:
+            k = bisect.bisect_left(seqs, seq)
+            if k < n and seqs[k] == seq:
+                positions.append(k)
                 continue
-            if u.stop_id is None:
+            if stop_id is None:
                 raise Reject("stop_sequence_not_in_trip")
-        stop = index.stops.index_of[u.stop_id]  # type: ignore[index]  # not None here
         hits = [k for k, s in enumerate(stops) if s == stop]
         if len(hits) != 1:
             raise Reject("stop_not_in_trip" if not hits else "ambiguous_stop")
-        out.append((lo + hits[0], u))
-    rows = [r for r, _ in out]
-    if rows != sorted(rows):
+        positions.append(hits[0])
+    if positions != sorted(positions):
         raise Reject("unordered_stop_time_updates")
-    return out
-
-
-def _expected(event: StopTimeEvent | None, scheduled: int | None) -> int | None:
-    if event is None:
-        return None
-    if event.time is not None:
-        return event.time
-    if event.delay is not None and scheduled is not None:
-        return scheduled + event.delay
-    return None
+    return dict(zip(positions, updates, strict=True))
 
 
 def propagate(
@@ -250,122 +389,152 @@ def propagate(
     sched_dep: list[int | None],
     updates: dict[int, StopTimeUpdate],
     trip_delay: int | None = None,
+    base: int = 0,
 ) -> dict[int, StopRealtime]:
-    """Realtime for each position 0..n-1 of a trip, from updates keyed by position."""
+    """Realtime for each position 0..n-1 of a trip, from updates keyed by position; the result
+    is keyed by ``base`` + position. The hot loop of merging: written flat on purpose."""
     out: dict[int, StopRealtime] = {}
     delay: int | None = trip_delay
     data = trip_delay is not None
-    for k in range(len(sched_dep)):
+    new = tuple.__new__
+    # Before the first update (and without a trip delay) nothing is known: start there.
+    start = 0 if data or not updates else max(0, min(updates))
+    get = updates.get
+    for k in range(start, len(sched_dep)):
         arr_s, dep_s = sched_arr[k], sched_dep[k]
-        u = updates.get(k)
-        if u is not None and u.relationship == "NO_DATA":
-            data, delay = False, None
-            out[k] = StopRealtime(None, None, None, "no_data")
+        u = get(k)
+        if u is None:
+            if data and delay is not None:
+                status = ("on_time" if -ON_TIME_S < delay < ON_TIME_S
+                          else "delayed" if delay > 0 else "early")
+                out[base + k] = new(StopRealtime, (None if arr_s is None else arr_s + delay,
+                                                   None if dep_s is None else dep_s + delay,
+                                                   delay, status))
             continue
-        if u is not None and u.relationship == "SKIPPED":
+        relationship = u[4]
+        if relationship == "NO_DATA":
+            data, delay = False, None
+            out[base + k] = new(StopRealtime, (None, None, None, "no_data"))
+            continue
+        if relationship == "SKIPPED":
             arr = None if delay is None or arr_s is None else arr_s + delay
             dep = None if delay is None or dep_s is None else dep_s + delay
-            out[k] = StopRealtime(arr, dep, delay, "skipped")
+            out[base + k] = new(StopRealtime, (arr, dep, delay, "skipped"))
             continue
-        if u is not None:
-            arr = _expected(u.arrival, arr_s)
-            dep = _expected(u.departure, dep_s)
-            if dep is None and arr is not None:
-                # A missing departure takes the arrival's delay (never departing before arrival).
-                dep = arr if dep_s is None or arr_s is None else max(arr, dep_s + (arr - arr_s))
-            if arr is None and dep is not None:
-                arr = dep if arr_s is None or dep_s is None else min(dep, arr_s + (dep - dep_s))
-            if dep is not None and dep_s is not None:
-                delay = dep - dep_s
-            elif arr is not None and arr_s is not None:
-                delay = arr - arr_s
-            data = dep is not None or arr is not None
-            out[k] = StopRealtime(arr, dep, delay, _status(delay))
-            continue
-        if data and delay is not None:
-            out[k] = StopRealtime(None if arr_s is None else arr_s + delay,
-                                  None if dep_s is None else dep_s + delay, delay, _status(delay))
+        # time wins over delay; a delay needs a scheduled time (_expected, inline)
+        event = u[2]
+        if event is None:
+            arr = None
+        elif event[0] is not None:
+            arr = event[0]
+        elif event[1] is not None and arr_s is not None:
+            arr = arr_s + event[1]
+        else:
+            arr = None
+        event = u[3]
+        if event is None:
+            dep = None
+        elif event[0] is not None:
+            dep = event[0]
+        elif event[1] is not None and dep_s is not None:
+            dep = dep_s + event[1]
+        else:
+            dep = None
+        if dep is None and arr is not None:
+            # A missing departure takes the arrival's delay (never departing before arrival).
+            dep = arr if dep_s is None or arr_s is None else max(arr, dep_s + (arr - arr_s))
+        if arr is None and dep is not None:
+            arr = dep if arr_s is None or dep_s is None else min(dep, arr_s + (dep - dep_s))
+        if dep is not None and dep_s is not None:
+            delay = dep - dep_s
+        elif arr is not None and arr_s is not None:
+            delay = arr - arr_s
+        data = dep is not None or arr is not None
+        status = ("on_time" if delay is None or -ON_TIME_S < delay < ON_TIME_S
+                  else "delayed" if delay > 0 else "early")
+        out[base + k] = new(StopRealtime, (arr, dep, delay, status))
     return out
 
 
-def _scheduled(index: ScheduleIndex, trip: int, day: int, run_start: int
+def _scheduled(cache: ScheduleCache, trip: int, day: int, run_start: int
                ) -> tuple[list[int | None], list[int | None]]:
-    st = index.stop_times
-    lo, hi = int(st.offsets[trip]), int(st.offsets[trip + 1])
-    origin = origin_of(day, index.timezone)
-    shift = 0
-    if run_start >= 0 and lo < hi:
+    static = cache.trip(trip)
+    base = origin_of(day, cache.index.timezone)
+    if run_start >= 0 and static.seqs:
+        st = cache.index.stop_times
+        lo = static.lo
         first = int(st.departure[lo]) if st.departure[lo] != NO_TIME else int(st.arrival[lo])
-        shift = run_start - first
-    arr = [None if a == NO_TIME else origin + a + shift for a in st.arrival[lo:hi].tolist()]
-    dep = [None if d == NO_TIME else origin + d + shift for d in st.departure[lo:hi].tolist()]
-    dep = [d if d is not None else a for a, d in zip(arr, dep, strict=True)]
-    arr = [a if a is not None else d for a, d in zip(arr, dep, strict=True)]
-    return arr, dep
+        base += run_start - first
+    return ([None if a is None else base + a for a in static.arrival],
+            [None if d is None else base + d for d in static.departure])
 
 
 def merge_trip_updates(index: ScheduleIndex, updates: tuple[TripUpdate, ...],
                        now: float) -> MergeResult:
     result = MergeResult()
+    cache = ScheduleCache(index)
     for tu in updates:
         result.total += 1
         try:
-            merge_one(index, tu, now, result)
+            merge_one(cache, tu, now, result)
         except Reject as reject:
             result.rejected[reject.code] += 1
     return result
 
 
-def merge_one(index: ScheduleIndex, tu: TripUpdate, now: float, result: MergeResult) -> None:
+def merge_one(cache: ScheduleCache, tu: TripUpdate, now: float, result: MergeResult) -> None:
     td = tu.trip
     if tu.timestamp is not None and not 0 < tu.timestamp < MAX_POSIX:
         raise Reject("timestamp_not_posix")  # E001
-    if td.route_id is not None and td.route_id not in index.routes.index_of \
+    if td.route_id is not None and not cache.route_known(td.route_id) \
             and td.relationship not in ("ADDED", "NEW"):
         raise Reject("route_not_found")  # E004
-    tu = replace(tu, updates=_check_updates(tu.updates, result.flagged))
+    checked = _check_updates(tu.updates, result.flagged)
+    if checked is not tu.updates:
+        tu = replace(tu, updates=checked)
     if td.relationship in ("ADDED", "NEW"):
-        result.added.append(_added_trip(index, tu, now))
+        result.added.append(_added_trip(cache, tu, now))
         return
     if td.trip_id is None:
         raise Reject("trip_id_missing")
-    trip = index.trips.index_of.get(td.trip_id)
+    trip = cache.trip_index(td.trip_id)
     if trip is None:
         raise Reject("trip_not_found")  # E003
     if td.relationship == "DUPLICATED":
-        copy = _duplicated_trip(index, tu, trip, result)
+        copy = _duplicated_trip(cache, tu, trip, result)
         if any(a.trip_id == copy.trip_id and a.service_date == copy.service_date
                for a in result.added):
             raise Reject("duplicate_trip_instance")
         result.added.append(copy)
         return
-    day = _service_date(index, trip, td.start_date, now)
-    run_start = _run_start(index, trip, td.start_time)
+    day = _service_date(cache, trip, td.start_date, now)
+    run_start = _run_start(cache, trip, td.start_time)
     key = (trip, day, run_start)
     if key in result.trips:
         raise Reject("duplicate_trip_instance")
-    st = index.stop_times
-    lo = int(st.offsets[trip])
-    n = int(st.offsets[trip + 1]) - lo
+    static = cache.trip(trip)
+    lo = static.lo
     if td.relationship in CANCELLED:
-        stops = {lo + k: StopRealtime(None, None, None, "cancelled") for k in range(n)}
+        stops = {lo + k: StopRealtime(None, None, None, "cancelled")
+                 for k in range(len(static.seqs))}
         result.trips[key] = TripRealtime(trip, day, run_start, "cancelled", tu.vehicle_id,
                                          stops, tu.timestamp)
         return
-    rows = _rows_of(index, trip, tu.updates)
-    sched_arr, sched_dep = _scheduled(index, trip, day, run_start)
-    by_pos = {row - lo: u for row, u in rows}
-    stops_rt = propagate(sched_arr, sched_dep, by_pos, tu.delay)
+    by_pos = _positions(cache, trip, tu.updates)
+    sched_arr, sched_dep = _scheduled(cache, trip, day, run_start)
     result.trips[key] = TripRealtime(trip, day, run_start, "scheduled", tu.vehicle_id,
-                                     {lo + k: v for k, v in stops_rt.items()}, tu.timestamp)
+                                     propagate(sched_arr, sched_dep, by_pos, tu.delay, lo),
+                                     tu.timestamp)
 
 
-def _added_trip(index: ScheduleIndex, tu: TripUpdate, now: float) -> AddedTrip:
+def _added_trip(cache: ScheduleCache, tu: TripUpdate, now: float) -> AddedTrip:
+    index = cache.index
     td = tu.trip
     trip_id = td.trip_id or tu.entity_id
     stops: list[AddedStop] = []
     for pos, u in enumerate(tu.updates):
-        if u.stop_id is None or u.stop_id not in index.stops.index_of:
+        stop = None if u.stop_id is None else cache.stop_index(u.stop_id)
+        if stop is None:
             raise Reject("stop_not_found")
         arr = u.arrival.time if u.arrival is not None else None
         dep = u.departure.time if u.departure is not None else None
@@ -373,8 +542,7 @@ def _added_trip(index: ScheduleIndex, tu: TripUpdate, now: float) -> AddedTrip:
             raise Reject("added_trip_without_times")
         seq = u.stop_sequence if u.stop_sequence is not None else pos
         status = "skipped" if u.relationship == "SKIPPED" else "added"
-        stops.append(AddedStop(index.stops.index_of[u.stop_id], seq, arr,
-                               dep if dep is not None else arr, None, status))
+        stops.append(AddedStop(stop, seq, arr, dep if dep is not None else arr, None, status))
     if not stops:
         raise Reject("added_trip_without_stops")
     first = next((s.departure for s in stops if s.departure is not None), None)
@@ -390,8 +558,9 @@ def _added_trip(index: ScheduleIndex, tu: TripUpdate, now: float) -> AddedTrip:
                      tu.vehicle_id, tuple(stops))
 
 
-def _duplicated_trip(index: ScheduleIndex, tu: TripUpdate, template: int,
+def _duplicated_trip(cache: ScheduleCache, tu: TripUpdate, template: int,
                      result: MergeResult) -> AddedTrip:
+    index = cache.index
     td, props = tu.trip, tu.properties
     new_id = props.trip_id if props is not None and props.trip_id else None
     start_date = (props.start_date if props is not None and props.start_date else None) \
@@ -410,17 +579,15 @@ def _duplicated_trip(index: ScheduleIndex, tu: TripUpdate, template: int,
         start_secs = parse_time(start_time)
     except ValueError:
         raise Reject("bad_start_date") from None
-    rows = _rows_of(index, template, tu.updates)
-    sched_arr, sched_dep = _scheduled(index, template, day, start_secs)
-    st = index.stop_times
-    lo, hi = int(st.offsets[template]), int(st.offsets[template + 1])
-    by_pos = {row - lo: u for row, u in rows}
+    by_pos = _positions(cache, template, tu.updates)
+    sched_arr, sched_dep = _scheduled(cache, template, day, start_secs)
+    static = cache.trip(template)
     rt = propagate(sched_arr, sched_dep, by_pos, tu.delay)
     stops = []
-    for k in range(hi - lo):
+    for k in range(len(static.seqs)):
         s = rt.get(k)
         stops.append(AddedStop(
-            stop=int(st.stop[lo + k]), stop_sequence=int(st.sequence[lo + k]),
+            stop=static.stops[k], stop_sequence=static.seqs[k],
             arrival=s.arrival if s else sched_arr[k], departure=s.departure if s else sched_dep[k],
             scheduled=sched_dep[k], status=s.status if s else "duplicated"))
     route = int(index.trips.route[template])

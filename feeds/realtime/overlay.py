@@ -15,14 +15,15 @@ from __future__ import annotations
 
 import operator
 from collections import defaultdict
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
 
-from feeds.realtime.merge import MergeResult
+from feeds.realtime.merge import MergeResult, ScheduleCache
 from feeds.schedule.index import ScheduleIndex
 
-Record = list[Any]
+Record = Sequence[Any]  # built as a tuple (untracked by the garbage collector), read as a list
 K_TRIP, K_DATE, K_RUN, K_SEQ, K_ARR, K_DEP, K_DELAY, K_STATUS, K_VEHICLE = range(1, 10)
 K_ROUTE, K_HEADSIGN, K_DIRECTION, K_SCHEDULED = range(10, 14)
 
@@ -36,32 +37,47 @@ def render(records: list[Record]) -> bytes:
     return orjson.dumps(sorted(records, key=_order))
 
 
-def overlay_records(index: ScheduleIndex, merged: MergeResult) -> dict[str, list[Record]]:
+def overlay_records(index: ScheduleIndex, merged: MergeResult,
+                    cache: ScheduleCache | None = None) -> dict[str, list[Record]]:
     """stop_id → that stop's realtime records."""
-    per_stop: dict[int, list[Record]] = defaultdict(list)
-    st = index.stop_times
-    trip_ids = index.trips.ids
+    per_stop: dict[str, list[Record]] = defaultdict(list)
+    for stop, record in zip(*stop_records(cache or ScheduleCache(index), merged), strict=True):
+        per_stop[stop].append(record)
+    return dict(per_stop)
+
+
+def stop_records(cache: ScheduleCache, merged: MergeResult
+                 ) -> tuple[list[str], list[Record]]:
+    """Every departure the merge amends or adds, trip by trip in stop order: the stop_id of
+    each, and its record. Records are tuples of strings and numbers: the garbage collector
+    stops tracking them, which matters when a national feed's ~150k stay between snapshots."""
+    at: list[str] = []
+    out: list[Record] = []
+    at_append, append = at.append, out.append
     for (trip, day, run), trt in merged.trips.items():
-        tid = trip_ids[trip]
-        last = int(st.offsets[trip + 1]) - 1
-        for row, s in trt.stops.items():
+        tid = cache.trip_id(trip)
+        static = cache.trip(trip)
+        lo, seqs, stop_ids = static.lo, static.seqs, static.stop_ids
+        last = lo + len(seqs) - 1
+        vehicle = trt.vehicle_id
+        for row, (arrival, departure, delay, status) in trt.stops.items():
             if row == last:
                 continue  # a trip's last stop is never a departure
-            per_stop[int(st.stop[row])].append(
-                ["s", tid, day, run, int(st.sequence[row]), s.arrival, s.departure, s.delay,
-                 s.status, trt.vehicle_id, None, None, None, None])
+            k = row - lo
+            at_append(stop_ids[k])
+            append(("s", tid, day, run, seqs[k], arrival, departure, delay, status, vehicle,
+                    None, None, None, None))
     for added in merged.added:
         for a in added.stops[:-1]:
             delay = None
             if a.scheduled is not None and a.departure is not None:
                 delay = a.departure - a.scheduled
-            per_stop[a.stop].append(
-                ["a", added.trip_id, added.service_date, -1, a.stop_sequence, a.arrival,
-                 a.departure, delay, a.status if a.status != "duplicated" else "added",
-                 added.vehicle_id, added.route_id, added.headsign, added.direction_id,
-                 a.scheduled])
-    stop_ids = index.stops.ids
-    return {stop_ids[stop]: records for stop, records in per_stop.items()}
+            at_append(cache.stop_id(a.stop))
+            append(("a", added.trip_id, added.service_date, -1, a.stop_sequence, a.arrival,
+                    a.departure, delay, a.status if a.status != "duplicated" else "added",
+                    added.vehicle_id, added.route_id, added.headsign, added.direction_id,
+                    a.scheduled))
+    return at, out
 
 
 _order = operator.itemgetter(K_TRIP, K_DATE, K_RUN, K_SEQ)
@@ -71,21 +87,24 @@ def decode_overlay(data: bytes | None) -> list[Record]:
     return [] if not data else list(orjson.loads(data))
 
 
-def trip_realtime_records(index: ScheduleIndex, merged: MergeResult) -> dict[str, bytes]:
+def trip_realtime_records(index: ScheduleIndex, merged: MergeResult,
+                          cache: ScheduleCache | None = None) -> dict[str, bytes]:
     """``trip_id|YYYYMMDD-ordinal|run`` → the instance's per-stop realtime, for the trip view."""
-    st = index.stop_times
+    cache = cache or ScheduleCache(index)
     out: dict[str, bytes] = {}
     for (trip, day, run), trt in merged.trips.items():
-        stops = {int(st.sequence[row]): [s.arrival, s.departure, s.delay, s.status]
-                 for row, s in trt.stops.items()}
-        out[f"{index.trips.ids[trip]}|{day}|{run}"] = orjson.dumps(
+        static = cache.trip(trip)
+        lo, seqs = static.lo, static.seqs
+        stops = {seqs[row - lo]: (arrival, departure, delay, status)
+                 for row, (arrival, departure, delay, status) in trt.stops.items()}
+        out[f"{cache.trip_id(trip)}|{day}|{run}"] = orjson.dumps(
             {"status": trt.status, "vehicle_id": trt.vehicle_id, "stops": stops},
             option=orjson.OPT_NON_STR_KEYS)
     for added in merged.added:
         out[f"{added.trip_id}|{added.service_date}|-1"] = orjson.dumps({
             "status": added.kind, "vehicle_id": added.vehicle_id, "route_id": added.route_id,
-            "headsign": added.headsign, "template": (index.trips.ids[added.template]
+            "headsign": added.headsign, "template": (cache.trip_id(added.template)
                                                      if added.template >= 0 else None),
-            "stops": [[index.stops.ids[s.stop], s.stop_sequence, s.arrival, s.departure,
+            "stops": [[cache.stop_id(s.stop), s.stop_sequence, s.arrival, s.departure,
                        s.scheduled, s.status] for s in added.stops]})
     return out
