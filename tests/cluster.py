@@ -203,9 +203,10 @@ class ValkeyCluster:
             replica.call("CLUSTER", "REPLICATE", primary.node_id)
 
     def wait_ok(self, timeout: float) -> None:
-        """Until every live node reports ``cluster_state:ok``, agrees on who serves every slot,
-        sees every live node as ``online`` (a replica is ``loading`` until its offset moves,
-        and left out of CLUSTER SLOTS until then), and every live replica is in sync."""
+        """Until every live node reports ``cluster_state:ok``, agrees on who serves every slot
+        (a live primary: after a kill, the replica promoted in its place), sees every live node
+        as ``online`` (a replica is ``loading`` until its offset moves, and left out of CLUSTER
+        SLOTS until then), and every live replica is in sync."""
         live_ports = {n.port for n in self.nodes if n.alive}
 
         def ok() -> bool:
@@ -219,8 +220,10 @@ class ValkeyCluster:
                     state = node.call("CLUSTER", "INFO").decode()
                     if "cluster_state:ok" not in state:
                         return False
-                    views.append(sorted((s[0], s[1], s[2][1]) for s in
-                                        node.call("CLUSTER", "SLOTS")))
+                    view = sorted((s[0], s[1], s[2][1]) for s in node.call("CLUSTER", "SLOTS"))
+                    if any(owner not in live_ports for _, _, owner in view):
+                        return False  # a dead primary not yet replaced (it was just killed)
+                    views.append(view)
                     health = {int(n[b"port"]): n[b"health"]
                               for shard in node.call("CLUSTER", "SHARDS")
                               for n in shard[b"nodes"]}
