@@ -196,11 +196,12 @@ def _view_trip_updates(entities: list[tuple[str, Any]]) -> list[TripUpdate]:
 
 
 @contextmanager
-def _gc_paused() -> Iterator[None]:
+def gc_paused() -> Iterator[None]:
     """No cyclic garbage collection while a snapshot's ~100k records are built: NamedTuples stay
     tracked by the collector, and the full collections their number triggers would traverse
-    every object of the process several times (a third of the decode). They are collected as
-    usual afterwards."""
+    every object of the process several times (a third of the decode). What is still alive
+    afterwards is collected as usual; what was freed meanwhile never costs a collection.
+    Nests: only the outermost pause turns collection back on."""
     enabled = gc.isenabled()
     gc.disable()
     try:
@@ -338,7 +339,7 @@ def entity_trip_updates(body: bytes, now: float, previous_timestamp: int | None,
             changed.append(len(out))
         out.append((key, raw, None))
     if changed:
-        with _gc_paused():
+        with gc_paused():
             decoded = _entity_trip_updates([out[k][1] for k in changed])
         for k, update in zip(changed, decoded, strict=True):
             out[k] = (out[k][0], out[k][1], update)
@@ -369,7 +370,7 @@ def decode(body: bytes, version: str, now: float,
     if not body:
         parse_message(body)  # refused as empty
     try:
-        with _gc_paused():
+        with gc_paused():
             snapshot = _snapshot(ViewFeedMessage.FromString(body), version, view=True)
     except DecodeError:
         # Not a FeedMessage somewhere: a full parse says where, in the usual words.

@@ -54,6 +54,7 @@ class TripStatic(NamedTuple):
     arrival: list[int | None]  # offsets from the service-day origin, one filled from the
     departure: list[int | None]  # other where empty (None when both are)
     service: int
+    timed: bool  # no None in arrival and departure
 
 
 class ScheduleCache:
@@ -103,7 +104,9 @@ class ScheduleCache:
         arr, dep = st.arrival[rows], st.departure[rows]
         dep = np.where(dep != NO_TIME, dep, arr)  # _scheduled's fill: each from the other
         arr = np.where(arr != NO_TIME, arr, dep)
-        untimed = ((arr == NO_TIME) | (dep == NO_TIME)).tolist()
+        untimed = np.bincount(np.repeat(np.arange(len(todo)), lengths),
+                              weights=(arr == NO_TIME) | (dep == NO_TIME),
+                              minlength=len(todo)).tolist()
         stops_array = st.stop[rows]
         for stop in np.unique(stops_array).tolist():
             self.stop_id(stop)
@@ -112,15 +115,15 @@ class ScheduleCache:
         seqs, arr_list, dep_list = st.sequence[rows].tolist(), arr.tolist(), dep.tolist()
         services = self.index.trips.service[which].tolist()
         start = 0
-        for trip, first, end, service in zip(todo, lo.tolist(), ends.tolist(), services,
-                                             strict=True):
+        for trip, first, end, service, gaps in zip(todo, lo.tolist(), ends.tolist(), services,
+                                                   untimed, strict=True):
             a: list[int | None] = arr_list[start:end]
             d: list[int | None] = dep_list[start:end]
-            if any(untimed[start:end]):
+            if gaps:
                 a = [None if x == NO_TIME else x for x in a]
                 d = [None if x == NO_TIME else x for x in d]
             self._trips[trip] = TripStatic(first, seqs[start:end], stops[start:end],
-                                           stop_ids[start:end], a, d, service)
+                                           stop_ids[start:end], a, d, service, not gaps)
             start = end
 
     def stop_index(self, stop_id: str) -> int | None:
@@ -179,15 +182,27 @@ class ScheduleCache:
 
 @dataclass(frozen=True)
 class TripRealtime:
-    """A scheduled trip instance with realtime; ``stops`` keyed by StopTimes row."""
+    """A scheduled trip instance with realtime: the StopTimes rows that have some, in order,
+    and their values as parallel lists (what records are made of, by ``zip``); ``stops`` has
+    them by row."""
 
     trip: int
     service_date: int  # date ordinal
     run_start: int  # -1 unless frequency-based
     status: str  # scheduled | cancelled
     vehicle_id: str | None
-    stops: dict[int, StopRealtime]
+    rows: list[int]
+    arrivals: list[int | None]
+    departures: list[int | None]
+    delays: list[int | None]
+    statuses: list[str]
     timestamp: int | None = None
+
+    @property
+    def stops(self) -> dict[int, StopRealtime]:
+        return dict(zip(self.rows, map(StopRealtime._make, zip(
+            self.arrivals, self.departures, self.delays, self.statuses, strict=True)),
+            strict=True))
 
 
 @dataclass(frozen=True)
@@ -360,6 +375,18 @@ def _positions(cache: ScheduleCache, trip: int, updates: tuple[StopTimeUpdate, .
     static = cache.trip(trip)
     seqs, stops = static.seqs, static.stops
     n = len(seqs)
+    # The usual update: sequences of consecutive stops. Then each is found at its place (and a
+    # stop_id given beside can only be refused as unknown, as the loop below would). Exact
+    # because _check_updates has made the sequences strictly increasing.
+    wanted = [u[0] for u in updates]
+    if wanted and None not in wanted:
+        first = bisect.bisect_left(seqs, wanted[0])  # type: ignore[type-var]  # no None
+        if seqs[first:first + len(wanted)] == wanted:
+            stop_ids = {u[1] for u in updates}
+            stop_ids.discard(None)
+            if any(cache.stop_index(stop_id) is None for stop_id in stop_ids):  # type: ignore[arg-type]
+                raise Reject("stop_not_found")  # E011
+            return dict(zip(range(first, first + len(wanted)), updates, strict=True))
     positions: list[int] = []
     for u in updates:
         seq, stop_id = u[0], u[1]
@@ -384,19 +411,40 @@ def _positions(cache: ScheduleCache, trip: int, updates: tuple[StopTimeUpdate, .
     return dict(zip(positions, updates, strict=True))
 
 
+Rows = tuple[list[int], list[int | None], list[int | None], list[int | None], list[str]]
+
+
 def propagate(
     sched_arr: list[int | None],
     sched_dep: list[int | None],
     updates: dict[int, StopTimeUpdate],
     trip_delay: int | None = None,
-    base: int = 0,
 ) -> dict[int, StopRealtime]:
-    """Realtime for each position 0..n-1 of a trip, from updates keyed by position; the result
-    is keyed by ``base`` + position. The hot loop of merging: written flat on purpose."""
-    out: dict[int, StopRealtime] = {}
+    """Realtime for each position 0..n-1 of a trip, from updates keyed by position."""
+    rows, arrivals, departures, delays, statuses = propagate_rows(sched_arr, sched_dep, updates,
+                                                                  trip_delay)
+    return dict(zip(rows, map(StopRealtime._make, zip(
+        arrivals, departures, delays, statuses, strict=True)), strict=True))
+
+
+def propagate_rows(
+    sched_arr: list[int | None],
+    sched_dep: list[int | None],
+    updates: dict[int, StopTimeUpdate],
+    trip_delay: int | None = None,
+    base: int = 0,
+) -> Rows:
+    """``propagate`` as parallel lists (``base`` + position, arrival, departure, delay,
+    status), in position order. The hot loop of merging: written flat on purpose."""
+    rows: list[int] = []
+    arrivals: list[int | None] = []
+    departures: list[int | None] = []
+    delays: list[int | None] = []
+    statuses: list[str] = []
+    add_row, add_arr, add_dep = rows.append, arrivals.append, departures.append
+    add_delay, add_status = delays.append, statuses.append
     delay: int | None = trip_delay
     data = trip_delay is not None
-    new = tuple.__new__
     # Before the first update (and without a trip delay) nothing is known: start there.
     start = 0 if data or not updates else max(0, min(updates))
     get = updates.get
@@ -405,23 +453,30 @@ def propagate(
         u = get(k)
         if u is None:
             if data and delay is not None:
-                status = ("on_time" if -ON_TIME_S < delay < ON_TIME_S
-                          else "delayed" if delay > 0 else "early")
-                out[base + k] = new(StopRealtime, (None if arr_s is None else arr_s + delay,
-                                                   None if dep_s is None else dep_s + delay,
-                                                   delay, status))
+                add_row(base + k)
+                add_arr(None if arr_s is None else arr_s + delay)
+                add_dep(None if dep_s is None else dep_s + delay)
+                add_delay(delay)
+                add_status("on_time" if -ON_TIME_S < delay < ON_TIME_S
+                           else "delayed" if delay > 0 else "early")
             continue
         relationship = u[4]
         if relationship == "NO_DATA":
             data, delay = False, None
-            out[base + k] = new(StopRealtime, (None, None, None, "no_data"))
+            add_row(base + k)
+            add_arr(None)
+            add_dep(None)
+            add_delay(None)
+            add_status("no_data")
             continue
         if relationship == "SKIPPED":
-            arr = None if delay is None or arr_s is None else arr_s + delay
-            dep = None if delay is None or dep_s is None else dep_s + delay
-            out[base + k] = new(StopRealtime, (arr, dep, delay, "skipped"))
+            add_row(base + k)
+            add_arr(None if delay is None or arr_s is None else arr_s + delay)
+            add_dep(None if delay is None or dep_s is None else dep_s + delay)
+            add_delay(delay)
+            add_status("skipped")
             continue
-        # time wins over delay; a delay needs a scheduled time (_expected, inline)
+        # time wins over delay; a delay needs a scheduled time
         event = u[2]
         if event is None:
             arr = None
@@ -450,14 +505,18 @@ def propagate(
         elif arr is not None and arr_s is not None:
             delay = arr - arr_s
         data = dep is not None or arr is not None
-        status = ("on_time" if delay is None or -ON_TIME_S < delay < ON_TIME_S
-                  else "delayed" if delay > 0 else "early")
-        out[base + k] = new(StopRealtime, (arr, dep, delay, status))
-    return out
+        add_row(base + k)
+        add_arr(arr)
+        add_dep(dep)
+        add_delay(delay)
+        add_status("on_time" if delay is None or -ON_TIME_S < delay < ON_TIME_S
+                   else "delayed" if delay > 0 else "early")
+    return rows, arrivals, departures, delays, statuses
 
 
-def _scheduled(cache: ScheduleCache, trip: int, day: int, run_start: int
+def _scheduled(cache: ScheduleCache, trip: int, day: int, run_start: int, start: int = 0
                ) -> tuple[list[int | None], list[int | None]]:
+    """The trip's scheduled instants on ``day``: None before position ``start`` (unread)."""
     static = cache.trip(trip)
     base = origin_of(day, cache.index.timezone)
     if run_start >= 0 and static.seqs:
@@ -465,8 +524,12 @@ def _scheduled(cache: ScheduleCache, trip: int, day: int, run_start: int
         lo = static.lo
         first = int(st.departure[lo]) if st.departure[lo] != NO_TIME else int(st.arrival[lo])
         base += run_start - first
-    return ([None if a is None else base + a for a in static.arrival],
-            [None if d is None else base + d for d in static.departure])
+    skipped: list[int | None] = [None] * start
+    if static.timed:
+        return (skipped + list(map(base.__add__, static.arrival[start:])),  # type: ignore[arg-type]
+                skipped + list(map(base.__add__, static.departure[start:])))  # type: ignore[arg-type]
+    return (skipped + [None if a is None else base + a for a in static.arrival[start:]],
+            skipped + [None if d is None else base + d for d in static.departure[start:]])
 
 
 def merge_trip_updates(index: ScheduleIndex, updates: tuple[TripUpdate, ...],
@@ -515,15 +578,18 @@ def merge_one(cache: ScheduleCache, tu: TripUpdate, now: float, result: MergeRes
     static = cache.trip(trip)
     lo = static.lo
     if td.relationship in CANCELLED:
-        stops = {lo + k: StopRealtime(None, None, None, "cancelled")
-                 for k in range(len(static.seqs))}
+        n = len(static.seqs)
+        none: list[int | None] = [None] * n
         result.trips[key] = TripRealtime(trip, day, run_start, "cancelled", tu.vehicle_id,
-                                         stops, tu.timestamp)
+                                         list(range(lo, lo + n)), none, none, none,
+                                         ["cancelled"] * n, tu.timestamp)
         return
     by_pos = _positions(cache, trip, tu.updates)
-    sched_arr, sched_dep = _scheduled(cache, trip, day, run_start)
+    # propagate_rows reads nothing before the first update unless the trip has a delay
+    start = 0 if tu.delay is not None or not by_pos else max(0, min(by_pos))
+    sched_arr, sched_dep = _scheduled(cache, trip, day, run_start, start)
     result.trips[key] = TripRealtime(trip, day, run_start, "scheduled", tu.vehicle_id,
-                                     propagate(sched_arr, sched_dep, by_pos, tu.delay, lo),
+                                     *propagate_rows(sched_arr, sched_dep, by_pos, tu.delay, lo),
                                      tu.timestamp)
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import operator
 from collections import defaultdict
 from collections.abc import Sequence
+from itertools import repeat
 from typing import Any
 
 import orjson
@@ -53,31 +54,39 @@ def stop_records(cache: ScheduleCache, merged: MergeResult
     stops tracking them, which matters when a national feed's ~150k stay between snapshots."""
     at: list[str] = []
     out: list[Record] = []
-    at_append, append = at.append, out.append
     for (trip, day, run), trt in merged.trips.items():
-        tid = cache.trip_id(trip)
         static = cache.trip(trip)
-        lo, seqs, stop_ids = static.lo, static.seqs, static.stop_ids
-        last = lo + len(seqs) - 1
-        vehicle = trt.vehicle_id
-        for row, (arrival, departure, delay, status) in trt.stops.items():
-            if row == last:
-                continue  # a trip's last stop is never a departure
-            k = row - lo
-            at_append(stop_ids[k])
-            append(("s", tid, day, run, seqs[k], arrival, departure, delay, status, vehicle,
-                    None, None, None, None))
+        lo, rows = static.lo, trt.rows
+        n = len(rows)
+        if n and rows[-1] == lo + len(static.seqs) - 1:
+            n -= 1  # a trip's last stop is never a departure
+        if not n:
+            continue
+        seqs, stop_ids = _at_rows(static.seqs, rows, lo, n), _at_rows(static.stop_ids, rows, lo, n)
+        at.extend(stop_ids)
+        out.extend(zip(repeat("s"), repeat(cache.trip_id(trip)), repeat(day), repeat(run), seqs,
+                       trt.arrivals[:n], trt.departures[:n], trt.delays[:n], trt.statuses[:n],
+                       repeat(trt.vehicle_id), repeat(None), repeat(None), repeat(None),
+                       repeat(None)))
     for added in merged.added:
         for a in added.stops[:-1]:
             delay = None
             if a.scheduled is not None and a.departure is not None:
                 delay = a.departure - a.scheduled
-            at_append(cache.stop_id(a.stop))
-            append(("a", added.trip_id, added.service_date, -1, a.stop_sequence, a.arrival,
-                    a.departure, delay, a.status if a.status != "duplicated" else "added",
-                    added.vehicle_id, added.route_id, added.headsign, added.direction_id,
-                    a.scheduled))
+            at.append(cache.stop_id(a.stop))
+            out.append(("a", added.trip_id, added.service_date, -1, a.stop_sequence, a.arrival,
+                        a.departure, delay, a.status if a.status != "duplicated" else "added",
+                        added.vehicle_id, added.route_id, added.headsign, added.direction_id,
+                        a.scheduled))
     return at, out
+
+
+def _at_rows(values: list[Any], rows: list[int], lo: int, n: int) -> list[Any]:
+    """``values`` (a trip's, by position) at the first ``n`` of ``rows`` (ascending)."""
+    first = rows[0] - lo
+    if rows[n - 1] - rows[0] == n - 1:  # consecutive rows: the usual case
+        return values[first:first + n]
+    return [values[row - lo] for row in rows[:n]]
 
 
 _order = operator.itemgetter(K_TRIP, K_DATE, K_RUN, K_SEQ)
@@ -94,9 +103,10 @@ def trip_realtime_records(index: ScheduleIndex, merged: MergeResult,
     out: dict[str, bytes] = {}
     for (trip, day, run), trt in merged.trips.items():
         static = cache.trip(trip)
-        lo, seqs = static.lo, static.seqs
-        stops = {seqs[row - lo]: (arrival, departure, delay, status)
-                 for row, (arrival, departure, delay, status) in trt.stops.items()}
+        rows = trt.rows
+        seqs = _at_rows(static.seqs, rows, static.lo, len(rows)) if rows else []
+        stops = dict(zip(seqs, zip(trt.arrivals, trt.departures, trt.delays, trt.statuses,
+                                   strict=True), strict=True))
         out[f"{cache.trip_id(trip)}|{day}|{run}"] = orjson.dumps(
             {"status": trt.status, "vehicle_id": trt.vehicle_id, "stops": stops},
             option=orjson.OPT_NON_STR_KEYS)
