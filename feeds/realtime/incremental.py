@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import orjson
 
+from feeds.realtime.bulk_merge import merge_plain
 from feeds.realtime.merge import MergeResult, Reject, ScheduleCache, merge_one
 from feeds.realtime.model import TripUpdate
 from feeds.realtime.overlay import Record, stop_records, trip_realtime_records
@@ -81,17 +82,18 @@ class IncrementalMerger:
             touched.update(existing_stops)
         previous = self.entities
         new_entities: dict[str, EntityOutcome] = {}
-        # The trips of the updates to merge, read from the schedule in one go.
-        self.cache.prefetch(t for t in map(self.cache.trip_index, (
-            u.trip.trip_id for _, _, u in entities if u is not None and u.trip.trip_id
-        )) if t is not None)
+        todo: list[tuple[bytes, TripUpdate]] = []
         for key, raw, update in entities:
+            if update is not None or key not in previous:
+                assert update is not None
+                todo.append((raw, update))
+        outcomes = iter(self._outcomes(todo, now))
+        for key, _raw, update in entities:
             old = previous.get(key)
             if update is None and old is not None:
                 new_entities[key] = old
                 continue
-            assert update is not None
-            outcome = self._outcome(update, raw, now)
+            outcome = next(outcomes)
             delta.recomputed += 1
             new_entities[key] = outcome
             if old is not None:
@@ -149,6 +151,20 @@ class IncrementalMerger:
         delta.trip_deletes = [t for t in self.trip_bytes if t not in trips]
         self.trip_bytes = trips
         return delta
+
+    def _outcomes(self, todo: list[tuple[bytes, TripUpdate]], now: float
+                  ) -> list[EntityOutcome]:
+        """The outcome of each (bytes, update): plain updates merged all at once
+        (``bulk_merge``), the others one by one."""
+        plain = merge_plain(self.cache, [update for _, update in todo], now)
+        # The trips of the others, read from the schedule in one go.
+        self.cache.prefetch(t for t in map(self.cache.trip_index, (
+            update.trip.trip_id for (_, update), p in zip(todo, plain, strict=True)
+            if p is None and update.trip.trip_id)) if t is not None)
+        return [self._outcome(update, raw, now) if p is None else
+                EntityOutcome(raw, 1, None, None, p.record_stops, p.records,
+                              tuple(dict.fromkeys(p.record_stops)), p.trips, now)
+                for (raw, update), p in zip(todo, plain, strict=True)]
 
     def _outcome(self, update: TripUpdate, raw: bytes, now: float) -> EntityOutcome:
         result = self._scratch

@@ -74,6 +74,7 @@ class ScheduleCache:
         self._dates: dict[str, int | None] = {}
         self._running: dict[int, Any] = {}
         self._frequency_trips: frozenset[int] | None = None
+        self._services: list[int] | None = None
 
     def trip(self, trip: int) -> TripStatic:
         found = self._trips.get(trip)
@@ -81,6 +82,11 @@ class ScheduleCache:
             self.prefetch([trip])
             found = self._trips[trip]
         return found
+
+    def service(self, trip: int) -> int:
+        if self._services is None:
+            self._services = self.index.trips.service.tolist()
+        return self._services[trip]
 
     def trip_index(self, trip_id: str) -> int | None:
         try:
@@ -315,7 +321,7 @@ def _check_updates(updates: tuple[StopTimeUpdate, ...],
 
 def _service_date(cache: ScheduleCache, trip: int, start_date: str | None, now: float) -> int:
     index = cache.index
-    service = cache.trip(trip).service
+    service = cache.service(trip)
     if start_date is not None:
         day = cache.date(start_date)
         if day is None:
@@ -514,16 +520,24 @@ def propagate_rows(
     return rows, arrivals, departures, delays, statuses
 
 
+def scheduled_base(index: ScheduleIndex, trip: int, day: int, run_start: int) -> int:
+    """What the trip's time offsets are added to on ``day``: the service day's origin, moved
+    to ``run_start`` for a run of a frequency-based trip."""
+    base = origin_of(day, index.timezone)
+    if run_start >= 0:
+        st = index.stop_times
+        lo = int(st.offsets[trip])
+        if lo < int(st.offsets[trip + 1]):
+            first = int(st.departure[lo]) if st.departure[lo] != NO_TIME else int(st.arrival[lo])
+            base += run_start - first
+    return base
+
+
 def _scheduled(cache: ScheduleCache, trip: int, day: int, run_start: int, start: int = 0
                ) -> tuple[list[int | None], list[int | None]]:
     """The trip's scheduled instants on ``day``: None before position ``start`` (unread)."""
     static = cache.trip(trip)
-    base = origin_of(day, cache.index.timezone)
-    if run_start >= 0 and static.seqs:
-        st = cache.index.stop_times
-        lo = static.lo
-        first = int(st.departure[lo]) if st.departure[lo] != NO_TIME else int(st.arrival[lo])
-        base += run_start - first
+    base = scheduled_base(cache.index, trip, day, run_start)
     skipped: list[int | None] = [None] * start
     if static.timed:
         return (skipped + list(map(base.__add__, static.arrival[start:])),  # type: ignore[arg-type]
