@@ -14,11 +14,13 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from feeds.realtime.bulk_merge import merge_plain
+from feeds.realtime.bulk_merge import PlainOutcome, merge_plain
 from feeds.realtime.merge import MergeResult, Reject, ScheduleCache, merge_one
 from feeds.realtime.model import TripUpdate
 from feeds.realtime.overlay import Record, stop_records, trip_realtime_records
 from feeds.schedule.index import ScheduleIndex
+
+BULK_FROM = 16  # changed updates from which plain ones are merged in bulk
 
 
 @dataclass(slots=True)
@@ -155,8 +157,11 @@ class IncrementalMerger:
     def _outcomes(self, todo: list[tuple[bytes, TripUpdate]], now: float
                   ) -> list[EntityOutcome]:
         """The outcome of each (bytes, update): plain updates merged all at once
-        (``bulk_merge``), the others one by one."""
-        plain = merge_plain(self.cache, [update for _, update in todo], now)
+        (``bulk_merge``, from a few dozen on: below, numpy's fixed costs exceed the saving),
+        the others one by one."""
+        plain: list[PlainOutcome | None] = (
+            merge_plain(self.cache, [update for _, update in todo], now)
+            if len(todo) >= BULK_FROM else [None] * len(todo))
         # The trips of the others, read from the schedule in one go.
         self.cache.prefetch(t for t in map(self.cache.trip_index, (
             update.trip.trip_id for (_, update), p in zip(todo, plain, strict=True)
