@@ -57,10 +57,12 @@ async def build(source: Path, feed_id: str, version: str, out: Path,
             if source.is_dir() else source.stat().st_size)
     if size <= child_over_bytes:
         return await asyncio.to_thread(build_to_file, source, feed_id, version, out, limits)
-    pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
-                               max_tasks_per_child=1)
+    # A pool of one, for one task: shut down (and its child joined) right after, off the loop.
+    # Not max_tasks_per_child=1: its manager thread then starts a replacement child, racing
+    # the shutdown.
+    pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
     try:
         return await asyncio.get_running_loop().run_in_executor(
             pool, build_to_file, source, feed_id, version, out, limits)
     finally:
-        pool.shutdown(wait=False)  # the child exits after its one task
+        await asyncio.to_thread(pool.shutdown, True)
