@@ -220,27 +220,29 @@ def _int32(values: list[int]) -> list[int]:
 
 
 def _events(column: list[int], tags: tuple[int, ...] | None, count: int,
-            cache: dict[tuple[int | None, int | None], StopTimeEvent]
-            ) -> list[StopTimeEvent | None]:
-    """The events of ``count`` updates from their packed column: ``tags`` pairs per event."""
+            cache: dict[Any, StopTimeEvent]) -> list[StopTimeEvent | None]:
+    """The events of ``count`` updates from their packed column: ``tags`` pairs per event.
+    Equal events are made once (``cache``: by time alone when no event has a delay, which
+    saves a tuple per event)."""
     if tags is None:
         return [None] * count
     stride = 2 * len(tags)
     times: Sequence[int | None] = [None] * count
-    delays: Sequence[int | None] = [None] * count
+    delays: Sequence[int | None] | None = None
     for k, tag in enumerate(tags):
         if tag == TIME:
             times = column[2 * k + 1::stride]
         elif tag == DELAY:
             delays = _int32(column[2 * k + 1::stride])
-    keys = list(zip(times, delays, strict=True))
+    keys: Sequence[Any] = times if delays is None else list(zip(times, delays, strict=True))
     for key in set(keys).difference(cache):
-        cache[key] = _new(StopTimeEvent, key)
+        # An int key is a time without delay; a tuple key is the event's (time, delay).
+        cache[key] = _new(StopTimeEvent, (key, None) if delays is None else key)
     return list(map(cache.__getitem__, keys))
 
 
 def _build(stus: list[bytes], layout: Layout,
-           cache: dict[tuple[int | None, int | None], StopTimeEvent]) -> list[StopTimeUpdate]:
+           cache: dict[Any, StopTimeEvent]) -> list[StopTimeUpdate]:
     """The StopTimeUpdates of one layout, from their concatenated bytes."""
     count = len(stus)
     columns = _Columns.FromString(b"".join(stus))
@@ -269,7 +271,7 @@ def stop_time_updates(per_trip: list[list[bytes]]
     pending = list(range(total))  # positions not matched by a layout yet, and their bytes
     pending_stus = stus
     unreadable: list[int] = []
-    cache: dict[tuple[int | None, int | None], StopTimeEvent] = {}
+    cache: dict[Any, StopTimeEvent] = {}
     tried: set[Layout] = set()
     misses = 0  # updates of no readable layout met so far
     while pending and len(tried) < _MAX_LAYOUTS and misses < _MAX_MISSES:

@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import operator
 from collections.abc import Iterator
 from contextlib import contextmanager
+from itertools import compress
 from typing import Any
 
 from google.protobuf import json_format
@@ -328,22 +330,25 @@ def entity_trip_updates(body: bytes, now: float, previous_timestamp: int | None,
             raise RealtimeRejected("not_a_feed_message", f"bad FeedHeader: {exc}") from exc
     header = to_snapshot(message, hashlib.sha256(body).hexdigest()[:16])
     check_header(header, now, previous_timestamp)
-    out: list[tuple[str, bytes, TripUpdate | None]] = []
-    seen: dict[str, int] = {}
-    changed: list[int] = []
-    for entity_id, raw in entities:
-        n = seen.get(entity_id, 0)
-        seen[entity_id] = n + 1
-        key = entity_id if n == 0 else f"{entity_id}#{n}"
-        if known.get(key) != raw:
-            changed.append(len(out))
-        out.append((key, raw, None))
-    if changed:
-        with gc_paused():
-            decoded = _entity_trip_updates([out[k][1] for k in changed])
-        for k, update in zip(changed, decoded, strict=True):
-            out[k] = (out[k][0], out[k][1], update)
-    return header, out
+    ids = [entity_id for entity_id, _ in entities]
+    raws = [raw for _, raw in entities]
+    if len(set(ids)) == len(ids):
+        keys = ids  # the usual case, made in C
+    else:
+        keys = []
+        seen: dict[str, int] = {}
+        for entity_id in ids:
+            n = seen.get(entity_id, 0)
+            seen[entity_id] = n + 1
+            keys.append(entity_id if n == 0 else f"{entity_id}#{n}")
+    changed = list(compress(range(len(keys)), map(operator.ne, map(known.get, keys), raws)))
+    updates: list[TripUpdate | None] = [None] * len(keys)
+    with gc_paused():
+        if changed:
+            decoded = _entity_trip_updates([raws[k] for k in changed])
+            for k, update in zip(changed, decoded, strict=True):
+                updates[k] = update
+        return header, list(zip(keys, raws, updates, strict=True))
 
 
 def _entity_trip_updates(raws: list[bytes]) -> list[TripUpdate]:
