@@ -31,9 +31,11 @@ from feeds.realtime.alerts import AlertIndex, alert_json
 from feeds.realtime.board import BoardEntry, realtime_board
 from feeds.realtime.decode import decode, parse_json_message, parse_message, to_snapshot
 from feeds.realtime.header import RealtimeRejected, check_header
-from feeds.realtime.merge import MergeResult, StopRealtime, merge_trip_updates, propagate
+from feeds.realtime.merge import merge_trip_updates
 from feeds.realtime.model import FeedSnapshot, StopTimeEvent, StopTimeUpdate
 from feeds.realtime.overlay import K_TRIP, build_overlays, decode_overlay
+from feeds.realtime.propagation import propagate
+from feeds.realtime.records import MergeResult, StopRealtime
 from feeds.realtime.vehicles import process_vehicles
 from feeds.schedule.index import ScheduleIndex
 from feeds.static.pipeline import build_static

@@ -32,17 +32,11 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
-from feeds.realtime.merge import (
-    CANCELLED,
-    MAX_POSIX,
-    ON_TIME_S,
-    Reject,
-    ScheduleCache,
-    _run_start,
-    _service_date,
-    scheduled_base,
-)
+from feeds.realtime.merge import CANCELLED, MAX_POSIX, _run_start, _service_date, scheduled_base
 from feeds.realtime.model import TripUpdate
+from feeds.realtime.propagation import ON_TIME_S
+from feeds.realtime.records import Reject
+from feeds.realtime.schedule_cache import ScheduleCache
 from feeds.schedule.service_time import NO_TIME
 
 I64 = npt.NDArray[np.int64]

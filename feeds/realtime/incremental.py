@@ -15,9 +15,11 @@ from dataclasses import dataclass, field
 import orjson
 
 from feeds.realtime.bulk_merge import PlainOutcome, merge_plain
-from feeds.realtime.merge import MergeResult, Reject, ScheduleCache, merge_one
+from feeds.realtime.merge import merge_one
 from feeds.realtime.model import TripUpdate
 from feeds.realtime.overlay import Record, stop_records, trip_realtime_records
+from feeds.realtime.records import MergeResult, Reject
+from feeds.realtime.schedule_cache import ScheduleCache
 from feeds.schedule.index import ScheduleIndex
 
 BULK_FROM = 16  # changed updates from which plain ones are merged in bulk

@@ -21,7 +21,8 @@ from typing import Any
 
 import orjson
 
-from feeds.realtime.merge import MergeResult, ScheduleCache
+from feeds.realtime.records import MergeResult
+from feeds.realtime.schedule_cache import ScheduleCache
 from feeds.schedule.index import ScheduleIndex
 
 Record = Sequence[Any]  # built as a tuple (untracked by the garbage collector), read as a list
