@@ -1,6 +1,7 @@
 """The bulk paths (``bulk_decode``, ``bulk_merge``) must give exactly what the plain ones give:
 the same snapshot for any body protobuf reads (or the same refusal), the same outcome for any
-trip update they accept. Checked on every capture, on mutated bodies and on random updates."""
+trip update they accept. Checked on every capture, on mutated bodies and on random updates.
+And a push's entity kinds, found without decoding, are those a decode finds."""
 
 from __future__ import annotations
 
@@ -14,7 +15,13 @@ from conftest import GTFS, RT
 from google.transit import gtfs_realtime_pb2 as pb
 
 from feeds.realtime.bulk_merge import merge_plain
-from feeds.realtime.decode import decode, entity_trip_updates, parse_message, to_snapshot
+from feeds.realtime.decode import (
+    decode,
+    entity_kinds,
+    entity_trip_updates,
+    parse_message,
+    to_snapshot,
+)
 from feeds.realtime.header import RealtimeRejected, check_header
 from feeds.realtime.incremental import IncrementalMerger
 from feeds.realtime.model import StopTimeEvent, StopTimeUpdate, TripDescriptor, TripUpdate
@@ -48,6 +55,21 @@ def _bulk(body: bytes) -> Any:
 def test_bulk_decode_equals_plain_decode(path: Path) -> None:
     body = path.read_bytes()
     assert _bulk(body) == _plain(body)
+
+
+@pytest.mark.parametrize("path", CAPTURES, ids=lambda p: p.name)
+def test_entity_kinds_are_what_a_decode_finds(path: Path) -> None:
+    message = parse_message(path.read_bytes())
+    try:
+        snapshot = to_snapshot(message, "v")
+    except RealtimeRejected as exc:
+        with pytest.raises(RealtimeRejected) as again:
+            entity_kinds(message)
+        assert again.value.code == exc.code
+        return
+    assert entity_kinds(message) == [kind for kind, found in (
+        ("trip_updates", snapshot.trip_updates), ("vehicle_positions", snapshot.vehicles),
+        ("alerts", snapshot.alerts)) if found]
 
 
 def _ld(tag: int, payload: bytes) -> bytes:

@@ -303,6 +303,23 @@ def _snapshot(message: Any, version: str, view: bool) -> FeedSnapshot:
     )
 
 
+def entity_kinds(message: Any) -> list[str]:
+    """The kinds of entity a parsed FeedMessage carries (trip_updates, vehicle_positions,
+    alerts: those ``to_snapshot`` would find), without converting any: a pushed body says what
+    to apply from it for the cost of its parse. Refuses what ``to_snapshot`` refuses."""
+    trip_updates = vehicles = alerts = False
+    for entity in message.entity:
+        if not entity.is_deleted:
+            trip_updates = trip_updates or entity.HasField("trip_update")
+            vehicles = vehicles or entity.HasField("vehicle")
+            alerts = alerts or entity.HasField("alert")
+    if not message.header.HasField("gtfs_realtime_version"):
+        raise RealtimeRejected("missing_header", "the FeedMessage has no header version")
+    return [kind for kind, present in (("trip_updates", trip_updates),
+                                       ("vehicle_positions", vehicles),
+                                       ("alerts", alerts)) if present]
+
+
 def entity_trip_updates(body: bytes, now: float, previous_timestamp: int | None,
                         known: dict[str, bytes]) -> tuple[FeedSnapshot,
                                                           list[tuple[str, bytes,
