@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 
 import redis
 import redis.asyncio as aioredis
+from gwprocs import stop_process
 from redis.crc import key_slot
 
 from gateway.store.store import Store
@@ -258,14 +259,7 @@ class ValkeyCluster:
 
     @staticmethod
     def _stop_node(node: Node) -> None:
-        if node.popen.poll() is not None:
-            return
-        node.popen.terminate()
-        try:
-            node.popen.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            node.popen.kill()
-            node.popen.wait(timeout=5)
+        stop_process(node.popen)
 
     def stop(self) -> None:
         """Stop every node this cluster started (SIGTERM, SIGKILL after 10 s)."""

@@ -17,6 +17,7 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -43,13 +44,28 @@ class GatewayProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def stop(self) -> None:
-        if self.popen.poll() is None:
-            self.popen.terminate()
-            try:
-                self.popen.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait(timeout=5)
+        stop_process(self.popen)
+
+
+def stop_process(popen: subprocess.Popen[Any]) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within 10 s."""
+    if popen.poll() is None:
+        popen.terminate()
+        try:
+            popen.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            popen.kill()
+            popen.wait(timeout=5)
+
+
+def run_cli(redis_url: str, clock: str, *args: str, timeout: float = 120) -> None:
+    """``python -m gateway ARGS`` on ``redis_url`` with the process clock at ``clock``;
+    asserts that it succeeded."""
+    env = {**os.environ, "REDIS_URL": redis_url, "GATEWAY_CLOCK": clock,
+           "GATEWAY_LOG_LEVEL": "WARNING"}
+    done = subprocess.run([sys.executable, "-m", "gateway", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout, check=False)
+    assert done.returncode == 0, (args, done.stdout, done.stderr)
 
 
 def _ready(url: str) -> bool:

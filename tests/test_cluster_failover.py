@@ -17,9 +17,6 @@ push to one process must reach the other's boards (its events subscription came 
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +24,7 @@ from pathlib import Path
 import orjson
 from cluster import ValkeyCluster, commands_sent
 from conftest import GTFS, RT, cluster_running
-from gwprocs import ROOT, GatewayProcess, get, start_gateways
+from gwprocs import GatewayProcess, get, run_cli, start_gateways
 
 from gateway.access.key_issuing import create_key
 from gateway.access.keys import key_id_of
@@ -52,11 +49,7 @@ class Answer:
 
 
 def _cli(url: str, *args: str) -> None:
-    env = {**os.environ, "REDIS_URL": url, "GATEWAY_CLOCK": CLOCK,
-           "GATEWAY_LOG_LEVEL": "WARNING"}
-    done = subprocess.run([sys.executable, "-m", "gateway", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=120, check=False)
-    assert done.returncode == 0, (args, done.stdout, done.stderr)
+    run_cli(url, CLOCK, *args, timeout=120)
 
 
 async def _keys_on(store: Store, cluster: ValkeyCluster, port: int, clock: FixedClock,

@@ -36,7 +36,7 @@ from typing import Any
 import orjson
 import pytest
 from conftest import GTFS, eventually
-from gwprocs import ROOT, Reply, free_port, get
+from gwprocs import ROOT, Reply, free_port, get, run_cli
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from gateway.access.key_issuing import create_key
@@ -147,11 +147,7 @@ def _own_counts(metrics_dir: Path, pid: int) -> Counter[str]:
 # --- the process group ---------------------------------------------------------------------
 
 def _cli(redis_url: str, *args: str) -> None:
-    env = {**os.environ, "REDIS_URL": redis_url, "GATEWAY_CLOCK": CLOCK,
-           "GATEWAY_LOG_LEVEL": "WARNING"}
-    done = subprocess.run([sys.executable, "-m", "gateway", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=60, check=False)
-    assert done.returncode == 0, (args, done.stdout, done.stderr)
+    run_cli(redis_url, CLOCK, *args, timeout=60)
 
 
 def _start(redis_url: str, tmp_path: Path) -> ServeGroup:
