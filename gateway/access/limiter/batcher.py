@@ -183,14 +183,16 @@ class Batcher:
                 asyncio.get_running_loop().call_soon(self._start)
 
     async def _execute(self, wires: list[Wire]) -> list[Any]:
-        """EVALSHA in one redis-py pipeline (cluster, TLS)."""
+        """Each command as EVAL of its script's text, in one redis-py pipeline (cluster,
+        TLS). Not EVALSHA: a node that does not know a script yet answers NOSCRIPT, and the
+        command sent again would run after the ones behind it, so a reserve's hand-back could
+        come after the check it must precede (seen on a cluster, where every node, a
+        promoted replica too, loads the scripts anew)."""
         pipe = self.store.client.pipeline(transaction=False)
         for wire in wires:
             keys, args = wire.command()
-            pipe.evalsha(wire.script.sha, len(keys), *keys, *args)
-        replies = list(await pipe.execute(raise_on_error=False))
-        await self._eval_missing(wires, replies)
-        return replies
+            pipe.eval(wire.script.text, len(keys), *keys, *args)
+        return list(await pipe.execute(raise_on_error=False))
 
     async def _eval_missing(self, wires: list[Wire], replies: list[Any]) -> None:
         missing = [i for i, r in enumerate(replies) if no_script(r)]
